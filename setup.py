@@ -1,0 +1,51 @@
+"""vicmae_jax: ViC-MAE pretraining, fine-tuning and export in JAX / Flax NNX."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERSION = re.search(r'__version__ = "([^"]+)"',
+                    Path(__file__).with_name("vicmae_jax").joinpath("__init__.py").read_text())[1]
+
+INSTALL_REQUIRES = [
+    # jax >= 0.11 and flax >= 0.12.9 need Python 3.12; these floors are the tested 3.11 stack.
+    "jax>=0.10.2",
+    "flax>=0.12.8",
+    "optax>=0.2.8",
+    "orbax-checkpoint>=0.12.8",
+    "tensorflow-datasets>=4.9.9",
+    "ml-collections>=1.1.0",
+    "grain>=0.2.18",
+    "array-record>=0.8.1",
+    "clu>=0.0.12",
+    # clu's metric writers import both; neither is a declared clu dependency.
+    "tensorflow-cpu>=2.20",
+    "tensorboard>=2.20",
+    "etils[epath]>=1.7",
+    "av>=14.0",
+    "numpy>=1.26",
+    "pillow>=10.0",
+    "scikit-image>=0.24",  # bundled sample photos for the no-download demo
+    "safetensors>=0.4",
+]
+
+EXTRAS = {
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.90"],
+    # Outside oracles for numerics. torch is pinned: an unpinned torch pulls GBs of CUDA wheels.
+    "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
+    "tpu": ["jax[tpu]>=0.10.2"],
+    "gpu": ["jax[cuda12]>=0.10.2"],
+}
+
+setup(
+    name="vicmae_jax",
+    version=VERSION,
+    description="ViC-MAE (contrastive masked autoencoders on images and video) in JAX / Flax NNX",
+    long_description=Path(__file__).with_name("README.md").read_text(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["vicmae_jax", "vicmae_jax.*"]),
+    python_requires=">=3.11",
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    license="Apache-2.0",
+)

@@ -1,0 +1,87 @@
+"""Command line for weight conversion.
+
+  python -m vicmae_jax.convert to-jax --src vicmae_pretrain_vit_large.pth --variant L/16 --out DIR
+  python -m vicmae_jax.convert to-torch --src DIR --out encoder.safetensors [--layout timm|hf]
+  python -m vicmae_jax.convert inspect --src FILE
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import jax
+import numpy as np
+from flax import nnx
+
+from vicmae_jax import params_io
+from vicmae_jax.convert import (LAYOUTS, detect_layout, export_state_dict, load_pytorch_weights,
+                                load_state_dict, save_safetensors)
+from vicmae_jax.models import ViCMAE, model_config
+
+
+def _to_jax(args) -> None:
+  cfg = model_config(args.variant, image_size=args.image_size,
+                     contrastive_mode=args.contrastive_mode,
+                     learned_pos_embed=args.learned_pos_embed)
+  model = ViCMAE(cfg, rngs=nnx.Rngs(args.seed))
+  parts = tuple(args.parts.split(",")) if args.parts else None
+  report = load_pytorch_weights(model, args.src, parts=parts)
+  params = nnx.to_pure_dict(nnx.state(model))
+  params_io.save_params(args.out, params, cfg)
+  print(f"imported {report.parts} ({report.layout} layout) from {args.src} -> {args.out}")
+  for note in report.notes:
+    print(f"note: {note}")
+  if report.extras:
+    print(f"not imported (classifier / fc_norm): {sorted(report.extras)}")
+
+
+def _to_torch(args) -> None:
+  params, cfg = params_io.load_params(args.src)
+  parts = tuple(args.parts.split(",")) if args.parts else ("encoder",)
+  tensors = export_state_dict(params, cfg, parts=parts, layout=args.layout)
+  save_safetensors(tensors, args.out, metadata={"variant": cfg.variant})
+  print(f"wrote {len(tensors)} tensors ({args.layout} layout, {parts}) -> {args.out}")
+
+
+def _inspect(args) -> None:
+  state = load_state_dict(args.src)
+  print(f"{len(state)} tensors, layout {detect_layout(state)}, "
+        f"{sum(v.size for v in state.values()) / 1e6:.2f}M values")
+  for key in sorted(state):
+    print(f"  {key} {tuple(state[key].shape)} {state[key].dtype}")
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog="python -m vicmae_jax.convert", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+  p = sub.add_parser("to-jax", help="PyTorch .pth/.safetensors -> vicmae_jax params directory")
+  p.add_argument("--src", required=True)
+  p.add_argument("--out", required=True)
+  p.add_argument("--variant", required=True)
+  p.add_argument("--image-size", type=int, default=224)
+  p.add_argument("--contrastive-mode", default="shared_projector",
+                 choices=("shared_projector", "ema_target"))
+  p.add_argument("--learned-pos-embed", action="store_true",
+                 help="keep the checkpoint's position table (fine-tuned models)")
+  p.add_argument("--parts", default=None, help="comma list of encoder,decoder,projector")
+  p.add_argument("--seed", type=int, default=0, help="init of parts the checkpoint lacks")
+  p.set_defaults(fn=_to_jax)
+  p = sub.add_parser("to-torch", help="vicmae_jax params directory -> PyTorch safetensors")
+  p.add_argument("--src", required=True)
+  p.add_argument("--out", required=True)
+  p.add_argument("--layout", default="timm", choices=LAYOUTS)
+  p.add_argument("--parts", default=None, help="comma list; default: encoder")
+  p.set_defaults(fn=_to_torch)
+  p = sub.add_parser("inspect", help="list the tensors of a PyTorch checkpoint")
+  p.add_argument("--src", required=True)
+  p.set_defaults(fn=_inspect)
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+  args.fn(args)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

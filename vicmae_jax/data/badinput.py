@@ -1,0 +1,137 @@
+"""Bad-input policy: deterministic replacement with bounded retries, counters by kind, abort threshold.
+
+Workers (possibly other processes) cannot share counters, so every example carries its own record of
+the failures met while producing it (`_bad_counts`, `_bad_refs`); `BadInputMonitor` in the main process
+sums them, keeps the names of the failed files and stops the run above the configured fraction.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+KINDS = ('missing', 'empty', 'unreadable', 'truncated', 'too_short', 'bad_image', 'exhausted')
+KIND_ID = {k: i for i, k in enumerate(KINDS)}
+
+
+class BadInput(Exception):
+  """An example that cannot be used; `kind` is one of KINDS."""
+
+  def __init__(self, kind: str, path: str, detail: str = ''):
+    assert kind in KIND_ID, kind
+    super().__init__(f'{kind}: {path}' + (f' ({detail})' if detail else ''))
+    self.kind, self.path, self.detail = kind, path, detail
+
+
+class TooManyBadInputs(RuntimeError):
+  """Raised when the fraction of failed examples exceeds the configured maximum."""
+
+
+def load_with_retries(load: Callable[[int, np.random.Generator], dict[str, Any]], index: int,
+                      size: int, rng: np.random.Generator, max_retries: int,
+                      placeholder: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+  """Loads `index`, replacing it by other indices drawn from `rng` when it is bad.
+
+  The replacement sequence depends only on the per-example `rng`, so it is reproduced exactly on
+  resume. After `max_retries` failed replacements a placeholder is returned and counted as
+  'exhausted' (it only happens when most of a source is unreadable, which the monitor stops anyway).
+
+  Returns the loaded example plus `_bad_kinds` int32[max_retries + 2] (the kind id of every failed
+  attempt, then 'exhausted' if it came to that; -1 padded) and `_bad_refs` int64[max_retries + 2]
+  (the failed indices), which the monitor turns into counters and file names.
+  """
+  kinds = np.full(max_retries + 2, -1, np.int32)
+  refs = np.full(max_retries + 2, -1, np.int64)
+  for attempt in range(max_retries + 1):
+    try:
+      example = load(index, rng)
+      break
+    except BadInput as e:
+      kinds[attempt], refs[attempt] = KIND_ID[e.kind], index
+      index = int(rng.integers(size))
+  else:
+    kinds[-1] = KIND_ID['exhausted']
+    example = placeholder()
+  example['_bad_kinds'] = kinds
+  example['_bad_refs'] = refs
+  return example
+
+
+class BadInputMonitor:
+  """Sums per-example failure records, names the failed files and enforces the abort threshold.
+
+  Args:
+    describe: maps (source id, record index) to a file name for messages.
+    source_names: one name per source, for the realised-mix metrics.
+    max_fraction: stop when failed attempts / all attempts exceeds this (default 1%).
+    min_attempts: the fraction is only checked after this many attempts, so one bad file in the
+      first batch does not stop a run.
+  """
+
+  def __init__(self, describe: Callable[[int, int], str], source_names: Sequence[str],
+               max_fraction: float = 0.01, min_attempts: int = 500):
+    self._describe = describe
+    self.source_names = list(source_names)
+    self.max_fraction, self.min_attempts = max_fraction, min_attempts
+    self.counts = np.zeros(len(KINDS), np.int64)
+    self.per_source = np.zeros(len(source_names), np.int64)
+    self.examples = 0
+    self.bad_files: dict[str, str] = {}  # file -> kind, first occurrence order
+
+  def update(self, batch: dict[str, np.ndarray]) -> None:
+    """Consumes the bookkeeping fields of one batch (removing them) and checks the threshold."""
+    kinds, refs = batch.pop('_bad_kinds'), batch.pop('_bad_refs')
+    sources = batch['source']
+    self.examples += len(sources)
+    self.per_source += np.bincount(sources, minlength=len(self.source_names))
+    if not (kinds >= 0).any():
+      return
+    self.counts += np.bincount(kinds[kinds >= 0], minlength=len(KINDS))
+    for row, col in zip(*np.nonzero(kinds >= 0)):
+      if refs[row, col] < 0:
+        continue  # the 'exhausted' slot names no file
+      name = self._describe(int(sources[row]), int(refs[row, col]))
+      if name not in self.bad_files:
+        self.bad_files[name] = KINDS[kinds[row, col]]
+        logging.warning('bad input (%s), replaced: %s', KINDS[kinds[row, col]], name)
+    self.check()
+
+  def failed(self) -> int:
+    return int(self.counts.sum() - self.counts[KIND_ID['exhausted']])
+
+  def attempts(self) -> int:
+    return self.examples + self.failed()
+
+  def check(self) -> None:
+    attempts, failed = self.attempts(), self.failed()
+    if attempts >= self.min_attempts and failed > self.max_fraction * attempts:
+      names = list(self.bad_files)
+      listing = '\n  '.join(f'{n} ({self.bad_files[n]})' for n in names[:20])
+      more = f'\n  ... and {len(names) - 20} more' if len(names) > 20 else ''
+      raise TooManyBadInputs(
+          f'{failed} of {attempts} examples ({failed / attempts:.2%}) failed to load, above the '
+          f'configured maximum {self.max_fraction:.2%} (data.bad_input_max_fraction). '
+          f'Bad files:\n  {listing}{more}')
+
+  def metrics(self) -> dict[str, float]:
+    """Scalars for logging: counts per kind, bad fraction, realised share of every source."""
+    out = {f'data/bad_{k}': float(c) for k, c in zip(KINDS, self.counts)}
+    attempts = max(self.attempts(), 1)
+    out['data/bad_fraction'] = self.failed() / attempts
+    out['data/examples'] = float(self.examples)
+    total = max(int(self.per_source.sum()), 1)
+    for name, n in zip(self.source_names, self.per_source):
+      out[f'data/mix_{name}'] = float(n) / total
+    return out
+
+  def get_state(self) -> dict[str, Any]:
+    return {'counts': self.counts.tolist(), 'per_source': self.per_source.tolist(),
+            'examples': self.examples, 'bad_files': dict(self.bad_files)}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self.counts = np.asarray(state['counts'], np.int64)
+    self.per_source = np.asarray(state['per_source'], np.int64)
+    self.examples = int(state['examples'])
+    self.bad_files = dict(state['bad_files'])

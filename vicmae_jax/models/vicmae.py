@@ -1,0 +1,131 @@
+"""ViC-MAE: online encoder + MAE decoder + pooled projector/predictor, and the EMA target branch.
+
+One module holds everything, so `nnx.state(model)` is the whole model; `split_model` separates
+what the optimizer updates (online params) from what EMA updates (target params) and from the
+BatchNorm statistics.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vicmae_jax import masking
+from vicmae_jax.models.config import ModelConfig
+from vicmae_jax.models.layers import MLPHead
+from vicmae_jax.models.vit import MAEDecoder, ViTEncoder
+
+TARGET = nnx.PathContains("target")
+ONLINE_PARAMS = nnx.All(nnx.Param, nnx.Not(TARGET))
+TARGET_PARAMS = nnx.All(nnx.Param, TARGET)
+
+
+class TargetBranch(nnx.Module):
+  """Target encoder + projector; their params follow the online ones by EMA, never by gradient."""
+
+  def __init__(self, encoder: ViTEncoder, projector: MLPHead):
+    self.encoder = encoder
+    self.projector = projector
+
+
+class Outputs(NamedTuple):
+  pred: jax.Array         # [2N, L, p*p*3] reconstruction of both views (view 1 first)
+  mask: jax.Array         # [2N, L] 1 = masked
+  latent: jax.Array       # [2N, 1 + K, D] online encoder output after the final LayerNorm
+  online: jax.Array       # [2, N, C] projector (shared) or predictor (ema) output per view
+  target: jax.Array | None  # [2, N, C] stop-gradient target projections (ema mode)
+
+
+def pool(tokens: jax.Array, how: str) -> jax.Array:
+  """Global vector of [N, 1 + K, D] encoder tokens: mean/max over patch tokens, or the cls token."""
+  if how == "cls":
+    return tokens[:, 0]
+  patches = tokens[:, 1:].astype(jnp.float32)
+  return jnp.mean(patches, axis=1) if how == "mean" else jnp.max(patches, axis=1)
+
+
+def _grouped(x: jax.Array, group_size: int | None) -> jax.Array:
+  """[2, N, D] -> [2, N / g, g, D] so BatchNorm normalises groups of g samples (D9)."""
+  if group_size is None:
+    return x
+  views, n, d = x.shape
+  if n % group_size:
+    raise ValueError(f"bn_group_size {group_size} does not divide the per-view batch {n}.")
+  return x.reshape(views, n // group_size, group_size, d)
+
+
+class ViCMAE(nnx.Module):
+  """The pretraining model. `cfg` must be resolved (see `config.model_config`)."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dtype = jnp.dtype(cfg.dtype)
+    self.encoder = ViTEncoder(cfg, rngs=rngs)
+    self.decoder = MAEDecoder(cfg, rngs=rngs)
+    self.projector = MLPHead(cfg.width, cfg.projector_hidden, cfg.projector_out, hidden_layers=2,
+                             dtype=dtype, rngs=rngs)
+    if cfg.contrastive_mode == "ema_target":
+      self.predictor = MLPHead(cfg.projector_out, cfg.predictor_hidden, cfg.projector_out,
+                               hidden_layers=1, dtype=dtype, rngs=rngs)
+      # The target starts as an exact copy of the online branch (BYOL / MoCo v3).
+      self.target = TargetBranch(nnx.clone(self.encoder), nnx.clone(self.projector))
+
+  def _heads(self, head: MLPHead, feats: jax.Array, train: bool) -> jax.Array:
+    """Runs a projector/predictor on [2, N, C], each view (or group) normalised on its own."""
+    shape = feats.shape
+    out = head(_grouped(feats, self.cfg.bn_group_size), train=train)
+    return out.reshape(shape[:2] + out.shape[-1:]).astype(jnp.float32)
+
+  def __call__(self, view1: jax.Array, view2: jax.Array, *,
+               noise: tuple[jax.Array, jax.Array] | None = None,
+               rng: jax.Array | None = None, train: bool = True) -> Outputs:
+    """Forward pass of both views.
+
+    Args:
+      view1, view2: [N, H, W, 3] normalised images (two frames of a video or two views of an image).
+      noise: optional per-view uniform noise, each [N, L], that fixes the masks exactly (as the
+        released code and Hugging Face ViTMAE accept); otherwise drawn from `rng`.
+      rng: PRNG key for the masking noise when `noise` is None.
+      train: BatchNorm uses batch statistics (and updates its running averages) when True.
+    """
+    cfg = self.cfg
+    n = view1.shape[0]
+    images = jnp.concatenate([view1, view2], axis=0).astype(cfg.dtype)
+    if noise is None:
+      if rng is None:
+        raise ValueError("ViCMAE needs either `noise` or an `rng` to draw the masks.")
+      noise_all = jax.random.uniform(rng, (2 * n, cfg.num_patches))
+    else:
+      noise_all = jnp.concatenate([noise[0], noise[1]], axis=0)
+    m = masking.random_masking(noise_all, cfg.len_keep)
+    latent = self.encoder(images, m.ids_keep)
+    pred = self.decoder(latent, m.ids_restore).astype(jnp.float32)
+    feats = pool(latent, cfg.pooling).reshape(2, n, -1)
+    online = self._heads(self.projector, feats, train)
+    target = None
+    if cfg.contrastive_mode == "ema_target":
+      online = self._heads(self.predictor, online, train)
+      ids = None if cfg.target_sees_full_view else m.ids_keep
+      t_latent = self.target.encoder(images, ids)
+      t_feats = pool(t_latent, cfg.pooling).reshape(2, n, -1)
+      target = jax.lax.stop_gradient(self._heads(self.target.projector, t_feats, train))
+    return Outputs(pred=pred, mask=m.mask, latent=latent, online=online, target=target)
+
+
+def split_model(model: ViCMAE):
+  """-> (graphdef, online params, target params, everything else: BatchNorm statistics)."""
+  return nnx.split(model, ONLINE_PARAMS, TARGET_PARAMS, ...)
+
+
+def online_part_of_target(online_params: nnx.State) -> nnx.State:
+  """The online params that the target tracks, laid out like `target_params['target']`."""
+  return nnx.State({"encoder": online_params["encoder"], "projector": online_params["projector"]})
+
+
+def count_params(cfg: ModelConfig) -> int:
+  """Trainable online parameters (fixed position tables excluded), without allocating any."""
+  abstract = nnx.eval_shape(lambda: ViCMAE(cfg, rngs=nnx.Rngs(0)))
+  _, params, _, _ = split_model(abstract)
+  return sum(x.size for x in jax.tree.leaves(params))

@@ -1,0 +1,105 @@
+"""ViT encoder that encodes only the visible patches, and the MAE decoder (SPEC.md 2.1-2.3)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from vicmae_jax import masking
+from vicmae_jax.models import layers
+from vicmae_jax.models.config import ModelConfig
+from vicmae_jax.models.posembed import sincos_2d
+
+
+def _uniform_bias(bound: float):
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+class PatchEmbed(nnx.Module):
+  """A Dense on patchified pixels, equal to timm's stride-p Conv2d.
+
+  The kernel is [p*p*3, D] in patchify order (row, column, channel), so Xavier fans are
+  (3p^2, D) as in MAE's init; the bias keeps Conv2d's default U(+-1/sqrt(3p^2)).
+  """
+
+  def __init__(self, patch: int, dim: int, *, dtype, rngs: nnx.Rngs):
+    self.patch = patch
+    fan_in = patch * patch * 3
+    self.proj = layers.dense(fan_in, dim, dtype=dtype, rngs=rngs,
+                             bias_init=_uniform_bias(1.0 / np.sqrt(fan_in)))
+
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    return self.proj(patches)
+
+
+class ViTEncoder(nnx.Module):
+  """Patch embedding, fixed sin-cos positions, cls token, pre-norm blocks, final LayerNorm."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dtype = jnp.dtype(cfg.dtype)
+    self.patch_embed = PatchEmbed(cfg.patch, cfg.width, dtype=dtype, rngs=rngs)
+    self.cls_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, cfg.width)))
+    if cfg.learned_pos_embed:
+      # Fine-tuning trains the table, starting from the sin-cos values.
+      self.pos_embed = nnx.Param(jnp.asarray(sincos_2d(cfg.width, cfg.grid))[None])
+    self.blocks = nnx.List([
+        layers.Block(cfg.width, cfg.heads, cfg.mlp_dim, dtype=dtype,
+                     attention_impl=cfg.attention_impl, rngs=rngs)
+        for _ in range(cfg.depth)])
+    self.norm = layers.layer_norm(cfg.width, dtype=dtype, rngs=rngs)
+
+  def position_table(self) -> jax.Array:
+    """[1 + L, D] position embeddings, row 0 for cls (zeros when fixed)."""
+    if self.cfg.learned_pos_embed:
+      return self.pos_embed.value[0]
+    return jnp.asarray(sincos_2d(self.cfg.width, self.cfg.grid))
+
+  def __call__(self, images: jax.Array, ids_keep: jax.Array | None = None) -> jax.Array:
+    """Encodes [N, H, W, 3] images; with `ids_keep` [N, K] only those patches. -> [N, 1 + K, D]."""
+    pos = self.position_table()
+    patches = masking.patchify(images, self.cfg.patch)
+    pos_patches = jnp.broadcast_to(pos[1:], (patches.shape[0],) + pos[1:].shape)
+    if ids_keep is not None:
+      # Gathering pixels before the embedding equals embedding all patches then gathering
+      # tokens, and skips the embedding of masked patches.
+      patches = masking.gather_tokens(patches, ids_keep)
+      pos_patches = masking.gather_tokens(pos_patches, ids_keep)
+    x = self.patch_embed(patches) + pos_patches.astype(self.cfg.dtype)
+    cls = (self.cls_token.value + pos[:1]).astype(x.dtype)
+    x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat)
+    return self.norm(x)
+
+
+class MAEDecoder(nnx.Module):
+  """Embeds encoder tokens, fills masked positions with a mask token, un-shuffles, predicts pixels."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dtype = jnp.dtype(cfg.dtype)
+    dim = cfg.decoder_width
+    self.embed = layers.dense(cfg.width, dim, dtype=dtype, rngs=rngs)
+    self.mask_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, dim)))
+    self.blocks = nnx.List([
+        layers.Block(dim, cfg.decoder_heads, 4 * dim, dtype=dtype,
+                     attention_impl=cfg.attention_impl, rngs=rngs)
+        for _ in range(cfg.decoder_depth)])
+    self.norm = layers.layer_norm(dim, dtype=dtype, rngs=rngs)
+    self.pred = layers.dense(dim, cfg.patch_dim, dtype=dtype, rngs=rngs)
+
+  def __call__(self, latent: jax.Array, ids_restore: jax.Array) -> jax.Array:
+    """[N, 1 + K, D] encoder output and [N, L] un-shuffle indices -> [N, L, p*p*3] pixels."""
+    x = self.embed(latent)
+    n, length = ids_restore.shape
+    num_masked = length + 1 - x.shape[1]
+    mask_tokens = jnp.broadcast_to(self.mask_token.value.astype(x.dtype),
+                                   (n, num_masked, x.shape[-1]))
+    tokens = masking.gather_tokens(jnp.concatenate([x[:, 1:], mask_tokens], axis=1), ids_restore)
+    x = jnp.concatenate([x[:, :1], tokens], axis=1)
+    x = x + jnp.asarray(sincos_2d(x.shape[-1], self.cfg.grid)).astype(x.dtype)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat)
+    return self.pred(self.norm(x))[:, 1:]
