@@ -120,7 +120,10 @@ def import_state_dict(state: dict[str, np.ndarray], params: dict, cfg: ModelConf
     _set(params, entry.ours, value.astype(np.float32))
 
   enc_pos, dec_pos = layouts.position_keys(layout)
-  if "encoder" in parts and enc_pos in state:
+  for key, dim in ((enc_pos, cfg.width), (dec_pos, cfg.decoder_width)):
+    if key in state and state[key].shape[-1] != dim:
+      mismatched.append(f"{key}: checkpoint width {state[key].shape[-1]} vs model {dim}")
+  if "encoder" in parts and enc_pos in state and state[enc_pos].shape[-1] == cfg.width:
     consumed.add(enc_pos)
     if cfg.learned_pos_embed:
       table = resize_pos_embed(state[enc_pos].reshape(-1, cfg.width), cfg.grid)
@@ -128,7 +131,7 @@ def import_state_dict(state: dict[str, np.ndarray], params: dict, cfg: ModelConf
     else:
       note = _position_note(state[enc_pos], cfg, cfg.width, cfg.grid, enc_pos)
       notes += [note] if note else []
-  if "decoder" in parts and dec_pos in state:
+  if "decoder" in parts and dec_pos in state and state[dec_pos].shape[-1] == cfg.decoder_width:
     consumed.add(dec_pos)
     note = _position_note(state[dec_pos], cfg, cfg.decoder_width, cfg.grid, dec_pos)
     notes += [note] if note else []
@@ -136,6 +139,7 @@ def import_state_dict(state: dict[str, np.ndarray], params: dict, cfg: ModelConf
   extras = {k: v for k, v in state.items() if k.startswith(_EXTRA_PREFIXES)}
   unexpected = sorted(
       k for k in state if k not in consumed and k not in extras
+      and k not in (enc_pos, dec_pos)
       and not k.endswith(_ALWAYS_IGNORED) and not _belongs_to_other_part(k, layout, parts))
   if missing or unexpected or mismatched:
     lines = [f"Checkpoint does not fit the {cfg.variant} model (layout {layout}, parts {parts}):"]

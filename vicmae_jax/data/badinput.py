@@ -1,7 +1,7 @@
 """Bad-input policy: deterministic replacement with bounded retries, counters by kind, abort threshold.
 
 Workers (possibly other processes) cannot share counters, so every example carries its own record of
-the failures met while producing it (`_bad_counts`, `_bad_refs`); `BadInputMonitor` in the main process
+the failures met while producing it (`_bad_kinds`, `_bad_refs`); `BadInputMonitor` in the main process
 sums them, keeps the names of the failed files and stops the run above the configured fraction.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ('missing', 'empty', 'unreadable', 'truncated', 'too_short', 'bad_image', 'exhausted')
+KINDS = ('missing', 'empty', 'unreadable', 'truncated', 'too_short', 'corrupt_image', 'exhausted')
 KIND_ID = {k: i for i, k in enumerate(KINDS)}
 
 
@@ -83,16 +83,16 @@ class BadInputMonitor:
   def update(self, batch: dict[str, np.ndarray]) -> None:
     """Consumes the bookkeeping fields of one batch (removing them) and checks the threshold."""
     kinds, refs = batch.pop('_bad_kinds'), batch.pop('_bad_refs')
-    sources = batch['source']
-    self.examples += len(sources)
-    self.per_source += np.bincount(sources, minlength=len(self.source_names))
+    units = batch.pop('_unit_source', batch['source'])  # one entry per loaded clip or image
+    self.examples += len(units)
+    self.per_source += np.bincount(batch['source'], minlength=len(self.source_names))
     if not (kinds >= 0).any():
       return
     self.counts += np.bincount(kinds[kinds >= 0], minlength=len(KINDS))
     for row, col in zip(*np.nonzero(kinds >= 0)):
       if refs[row, col] < 0:
         continue  # the 'exhausted' slot names no file
-      name = self._describe(int(sources[row]), int(refs[row, col]))
+      name = self._describe(int(units[row]), int(refs[row, col]))
       if name not in self.bad_files:
         self.bad_files[name] = KINDS[kinds[row, col]]
         logging.warning('bad input (%s), replaced: %s', KINDS[kinds[row, col]], name)
@@ -117,10 +117,10 @@ class BadInputMonitor:
 
   def metrics(self) -> dict[str, float]:
     """Scalars for logging: counts per kind, bad fraction, realised share of every source."""
-    out = {f'data/bad_{k}': float(c) for k, c in zip(KINDS, self.counts)}
+    out = {f'data/bad_{k}': float(c) for k, c in zip(KINDS, self.counts)}  # e.g. data/bad_missing
     attempts = max(self.attempts(), 1)
     out['data/bad_fraction'] = self.failed() / attempts
-    out['data/examples'] = float(self.examples)
+    out['data/loaded'] = float(self.examples)  # clips/images loaded (k pairs each)
     total = max(int(self.per_source.sum()), 1)
     for name, n in zip(self.source_names, self.per_source):
       out[f'data/mix_{name}'] = float(n) / total

@@ -50,7 +50,7 @@ def _texture(height: int, width: int, seed: int) -> np.ndarray:
 
 def frame_image(index: int, height: int, width: int, texture: np.ndarray | None = None,
                 noise: np.random.Generator | None = None) -> np.ndarray:
-  """Frame `index`: a panning texture (if given) plus light noise, with the index blocks drawn on top."""
+  """Frame `index`: a panning texture (if given) plus light noise, index blocks drawn on top."""
   if texture is None:
     img = np.full((height, width, 3), (37 * index) % 200 + 28, np.uint8)
     img[:, :, 1] = (np.arange(width) * 255 // max(width - 1, 1))[None, :]
@@ -76,7 +76,7 @@ def write_video(path: str, *, num_frames: int = 60, fps: int = 30, width: int = 
     codec: 'h264' (libx264 defaults: B-frames on, keyint 250), 'mpeg4', 'vp9' or 'vp8'.
     frame_times: per-frame times in seconds for variable frame rate (millisecond time base).
     rotation: display-matrix rotation in degrees counterclockwise (phone-style metadata).
-    textured: draw a panning texture with noise (realistic bitrate for benchmarks) instead of flat colour.
+    textured: a panning texture with noise (realistic bitrate for benchmarks), not flat colour.
     gop: keyframe interval; None keeps the encoder default.
     bframes: max B-frames; None keeps the encoder default (3 for libx264).
     seed: texture/noise seed.
@@ -149,7 +149,7 @@ def image_bytes(kind: str, *, size: tuple[int, int] = (80, 60), seed: int = 0) -
     rgba.putalpha(128)
     rgba.save(buf, 'PNG')
   elif kind == 'gray16_png':
-    Image.fromarray((rgb[..., 1].astype(np.uint16) * 257), mode='I;16').save(buf, 'PNG')
+    Image.fromarray(rgb[..., 1].astype(np.uint16) * 257).save(buf, 'PNG')  # mode I;16
   elif kind == 'palette_png':
     img.convert('P').save(buf, 'PNG')
   elif kind == 'png':

@@ -107,12 +107,12 @@ class BatchNorm(nnx.Module):
       batch_mean = jnp.mean(mean, axis=reduce_axes)
       batch_var = jnp.mean(var, axis=reduce_axes) * (n / max(n - 1, 1))
       m = self.momentum
-      self.mean.value = m * self.mean.value + (1 - m) * jax.lax.stop_gradient(batch_mean)
-      self.var.value = m * self.var.value + (1 - m) * jax.lax.stop_gradient(batch_var)
+      self.mean[...] = m * self.mean[...] + (1 - m) * jax.lax.stop_gradient(batch_mean)
+      self.var[...] = m * self.var[...] + (1 - m) * jax.lax.stop_gradient(batch_var)
     else:
-      mean, var = self.mean.value, self.var.value
+      mean, var = self.mean[...], self.var[...]
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
-    return (y * self.scale.value + self.bias.value).astype(x.dtype)
+    return (y * self.scale[...] + self.bias[...]).astype(x.dtype)
 
 
 class MLPHead(nnx.Module):

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vicmae_jax import masking
+from vicmae_jax.ema import ema_update
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.layers import MLPHead
 from vicmae_jax.models.vit import MAEDecoder, ViTEncoder
@@ -119,9 +120,27 @@ def split_model(model: ViCMAE):
   return nnx.split(model, ONLINE_PARAMS, TARGET_PARAMS, ...)
 
 
-def online_part_of_target(online_params: nnx.State) -> nnx.State:
-  """The online params that the target tracks, laid out like `target_params['target']`."""
-  return nnx.State({"encoder": online_params["encoder"], "projector": online_params["projector"]})
+def merge_model(graphdef, params: nnx.State, target: nnx.State, rest: nnx.State) -> ViCMAE:
+  """Inverse of `split_model`, safe inside jax transforms.
+
+  `copy=True` gives the module fresh Variables at the current trace level, so BatchNorm may
+  update its statistics even when some states were captured from an outer trace (e.g. inside
+  `jax.grad` of a jitted step).
+  """
+  return nnx.merge(graphdef, params, target, rest, copy=True)
+
+
+# The online parts the EMA target tracks; the predictor and decoder have no target copy.
+TRACKED_PARTS = ("encoder", "projector")
+
+
+def update_target(target_params: nnx.State, online_params: nnx.State,
+                  momentum: jax.Array | float) -> nnx.State:
+  """EMA step of every tracked part: target <- m * target + (1 - m) * online (D3)."""
+  new = jax.tree.map(lambda x: x, target_params)  # fresh containers, same leaves
+  for part in TRACKED_PARTS:
+    new["target"][part] = ema_update(target_params["target"][part], online_params[part], momentum)
+  return new
 
 
 def count_params(cfg: ModelConfig) -> int:

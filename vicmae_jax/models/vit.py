@@ -55,7 +55,7 @@ class ViTEncoder(nnx.Module):
   def position_table(self) -> jax.Array:
     """[1 + L, D] position embeddings, row 0 for cls (zeros when fixed)."""
     if self.cfg.learned_pos_embed:
-      return self.pos_embed.value[0]
+      return self.pos_embed[...][0]
     return jnp.asarray(sincos_2d(self.cfg.width, self.cfg.grid))
 
   def __call__(self, images: jax.Array, ids_keep: jax.Array | None = None) -> jax.Array:
@@ -69,7 +69,7 @@ class ViTEncoder(nnx.Module):
       patches = masking.gather_tokens(patches, ids_keep)
       pos_patches = masking.gather_tokens(pos_patches, ids_keep)
     x = self.patch_embed(patches) + pos_patches.astype(self.cfg.dtype)
-    cls = (self.cls_token.value + pos[:1]).astype(x.dtype)
+    cls = (self.cls_token[...] + pos[:1]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
     x = layers.run_blocks(self.blocks, x, self.cfg.remat)
     return self.norm(x)
@@ -96,7 +96,7 @@ class MAEDecoder(nnx.Module):
     x = self.embed(latent)
     n, length = ids_restore.shape
     num_masked = length + 1 - x.shape[1]
-    mask_tokens = jnp.broadcast_to(self.mask_token.value.astype(x.dtype),
+    mask_tokens = jnp.broadcast_to(self.mask_token[...].astype(x.dtype),
                                    (n, num_masked, x.shape[-1]))
     tokens = masking.gather_tokens(jnp.concatenate([x[:, 1:], mask_tokens], axis=1), ids_restore)
     x = jnp.concatenate([x[:, :1], tokens], axis=1)

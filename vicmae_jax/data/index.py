@@ -1,0 +1,207 @@
+"""Dataset indexes: Kinetics CSVs, `path,label` CSVs, SSv2 JSON, class folders, flat folders.
+
+Every reader validates before training starts and names the file and line of the first problems:
+missing columns, malformed rows, and (by default) paths that do not exist. Kinetics copies often
+miss ~10% of their videos; `on_missing='skip'` drops those rows with a logged count instead.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import re
+from collections.abc import Iterable
+
+VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v')
+KINETICS_COLUMNS = ('label', 'youtube_id', 'time_start', 'time_end')
+
+
+class IndexFormatError(ValueError):
+  """A malformed index; the message gives file:line for each problem found."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Index:
+  """Resolved file paths with integer labels (-1 when unlabelled) and the class names."""
+  paths: tuple[str, ...]
+  labels: tuple[int, ...]
+  classes: tuple[str, ...] = ()
+  origin: str = ''  # where the index came from, for messages
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+
+def _fail(problems: list[str], what: str) -> None:
+  if problems:
+    more = f'\n  ... and {len(problems) - 10} more' if len(problems) > 10 else ''
+    raise IndexFormatError(f'{len(problems)} problem(s) in {what}:\n  ' + '\n  '.join(problems[:10])
+                           + more)
+
+
+def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
+            check_exists: bool) -> Index:
+  """rows: (path, label string or '', 'file:line'); checks existence and numbers the labels."""
+  if on_missing not in ('error', 'skip'):
+    raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+  if check_exists:
+    missing = [r for r in rows if not os.path.isfile(r[0])]
+    if missing and on_missing == 'error':
+      _fail([f'{where}: file does not exist: {p}' for p, _, where in missing],
+            f"{origin} (set on_missing='skip' to drop missing files)")
+    if missing:
+      logging.warning('%s: %d of %d files are missing and were dropped, e.g. %s', origin,
+                      len(missing), len(rows), missing[0][0])
+      gone = {id(r) for r in missing}
+      rows = [r for r in rows if id(r) not in gone]
+  if not rows:
+    raise IndexFormatError(f'{origin}: no usable entries')
+  names = sorted({lab for _, lab, _ in rows if lab != ''})
+  if names and all(re.fullmatch(r'-?\d+', n) for n in names):
+    labels = tuple(int(lab) if lab != '' else -1 for _, lab, _ in rows)
+    classes: tuple[str, ...] = ()
+  else:
+    ids = {n: i for i, n in enumerate(names)}
+    labels = tuple(ids[lab] if lab != '' else -1 for _, lab, _ in rows)
+    classes = tuple(names)
+  return Index(tuple(p for p, _, _ in rows), labels, classes, origin)
+
+
+def _stem_map(root: str, extensions: Iterable[str]) -> dict[str, str]:
+  """Maps file stems to paths in `root` and its class folders (one scan, not a stat per row)."""
+  out: dict[str, str] = {}
+  for dirpath, dirnames, filenames in os.walk(root):
+    if os.path.relpath(dirpath, root).count(os.sep) >= 1:
+      dirnames[:] = []
+    for f in filenames:
+      stem, ext = os.path.splitext(f)
+      if ext.lower() in extensions:
+        out.setdefault(stem, os.path.join(dirpath, f))
+  return out
+
+
+def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'error') -> Index:
+  """Official Kinetics-400/600/700 annotations: `label,youtube_id,time_start,time_end,split[,...]`.
+
+  Clips are expected as `{youtube_id}_{time_start:06d}_{time_end:06d}.{mp4,webm,mkv}` directly in
+  `videos_root` or in one folder per class (the layout of the common downloaders). A test CSV
+  without a `label` column gives unlabelled entries.
+  """
+  stems = _stem_map(videos_root, VIDEO_EXTENSIONS)
+  rows, problems = [], []
+  with open(csv_path, newline='') as f:
+    reader = csv.reader(f)
+    header = [h.strip() for h in next(reader, [])]
+    need = [c for c in KINETICS_COLUMNS[1:] if c not in header]
+    if need:
+      _fail([f'{csv_path}:1: missing column(s) {need}; header is {header}'], csv_path)
+    col = {c: header.index(c) for c in KINETICS_COLUMNS if c in header}
+    for line, row in enumerate(reader, start=2):
+      where = f'{csv_path}:{line}'
+      if not row or all(not x.strip() for x in row):
+        continue
+      if len(row) != len(header):
+        problems.append(f'{where}: expected {len(header)} fields, got {len(row)}')
+        continue
+      try:
+        start, end = int(float(row[col['time_start']])), int(float(row[col['time_end']]))
+      except ValueError:
+        problems.append(f'{where}: time_start/time_end are not numbers: {row}')
+        continue
+      yid = row[col['youtube_id']].strip()
+      if not yid:
+        problems.append(f'{where}: empty youtube_id')
+        continue
+      stem = f'{yid}_{start:06d}_{end:06d}'
+      path = stems.get(stem, os.path.join(videos_root, stem + '.mp4'))
+      label = row[col['label']].strip() if 'label' in col else ''
+      rows.append((path, label, where))
+  _fail(problems, csv_path)
+  return _finish(rows, csv_path, on_missing, check_exists=True)
+
+
+def read_path_csv(csv_path: str, root: str | None = None, *, on_missing: str = 'error') -> Index:
+  """`path,label` CSV (header optional, label optional), or VideoMAE-style `path label` lines.
+
+  Relative paths are resolved against `root` (default: the CSV's folder).
+  """
+  root = root if root is not None else os.path.dirname(os.path.abspath(csv_path))
+  rows, problems = [], []
+  with open(csv_path, newline='') as f:
+    lines = f.read().splitlines()
+  for line_no, text in enumerate(lines, start=1):
+    where = f'{csv_path}:{line_no}'
+    if not text.strip():
+      continue
+    fields = next(csv.reader([text])) if ',' in text else text.rsplit(None, 1)
+    fields = [x.strip() for x in fields]
+    if line_no == 1 and fields[0].lower() in ('path', 'filename', 'file', 'video', 'image'):
+      continue  # header
+    if len(fields) == 2 and ',' not in text and not re.fullmatch(r'-?\d+', fields[1]):
+      fields = [text.strip()]  # a path containing spaces, no label
+    if len(fields) > 2 or not fields[0]:
+      problems.append(f'{where}: expected `path[,label]`, got {text!r}')
+      continue
+    path = fields[0] if os.path.isabs(fields[0]) else os.path.join(root, fields[0])
+    rows.append((path, fields[1] if len(fields) == 2 else '', where))
+  _fail(problems, csv_path)
+  return _finish(rows, csv_path, on_missing, check_exists=True)
+
+
+def read_ssv2_json(json_path: str, videos_root: str, labels_json: str | None = None, *,
+                   on_missing: str = 'error', extension: str = '.webm') -> Index:
+  """Something-Something-v2: a list of {"id", "template", ...}; videos are `{id}.webm`.
+
+  `labels_json` (`labels.json`, template -> class id) gives the official class numbering; the
+  template's `[something]` brackets are removed before the lookup, as in the official code.
+  """
+  try:
+    with open(json_path) as f:
+      items = json.load(f)
+  except json.JSONDecodeError as e:
+    raise IndexFormatError(f'{json_path}:{e.lineno}: invalid JSON: {e.msg}') from None
+  classes = {}
+  if labels_json:
+    with open(labels_json) as f:
+      classes = {k: str(v) for k, v in json.load(f).items()}
+  if not isinstance(items, list):
+    raise IndexFormatError(f'{json_path}:1: expected a JSON list of objects')
+  rows, problems = [], []
+  for n, item in enumerate(items):
+    where = f'{json_path}: item {n}'
+    if not isinstance(item, dict) or 'id' not in item:
+      problems.append(f'{where}: missing "id"')
+      continue
+    label = ''
+    if classes and 'template' in item:
+      name = item['template'].replace('[', '').replace(']', '')
+      if name not in classes:
+        problems.append(f'{where}: template {name!r} not in {labels_json}')
+        continue
+      label = classes[name]
+    rows.append((os.path.join(videos_root, f"{item['id']}{extension}"), label, where))
+  _fail(problems, json_path)
+  return _finish(rows, json_path, on_missing, check_exists=True)
+
+
+def scan_folder(root: str, extensions: Iterable[str]) -> Index:
+  """All matching files under `root`. Files inside first-level folders are labelled by folder
+  (ImageNet, Moments in Time and Kinetics class layouts); a flat folder gives unlabelled entries."""
+  if not os.path.isdir(root):
+    raise IndexFormatError(f'{root}: folder does not exist')
+  extensions = tuple(e.lower() for e in extensions)
+  rows = []
+  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    dirnames.sort()
+    rel = os.path.relpath(dirpath, root)
+    label = '' if rel == '.' else rel.split(os.sep)[0]
+    for f in sorted(filenames):
+      if os.path.splitext(f)[1].lower() in extensions and not f.startswith('.'):
+        rows.append((os.path.join(dirpath, f), label, os.path.join(dirpath, f)))
+  if not rows:
+    raise IndexFormatError(f'{root}: no files with extensions {extensions}')
+  if any(lab == '' for _, lab, _ in rows) and any(lab != '' for _, lab, _ in rows):
+    rows = [(p, '', w) for p, _, w in rows]  # mixed layout: treat as unlabelled
+  return _finish(rows, root, 'error', check_exists=False)

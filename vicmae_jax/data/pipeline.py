@@ -1,0 +1,318 @@
+"""The pre-training input pipeline: weighted mixing, per-process sharding, batching, workers, resume.
+
+    per source: index range -> shuffle(seed) -> repeat (reshuffled every epoch)
+    mix(sources, weights)                       # deterministic interleave at the configured ratio
+    random_map(load + two-view augment)         # Grain's per-index RNG: exact replay on resume
+    [process_index::process_count]              # disjoint per-process shards
+    to_iter_dataset -> batch(drop_remainder) -> flatten k -> mp_prefetch(workers)
+    PretrainIterator: bad-input monitor, optional global jax.Array assembly with device prefetch
+
+Batch contract, per process (B = global_batch_size / process_count):
+    view1, view2  float32 [B, H, W, 3], ImageNet-normalised (uint8 un-normalised with uint8_output)
+    is_video      int32 [B]  1 = two frames of one video, 0 = two views of one image
+    source        int32 [B]  index of the source in config.sources
+
+Config keys (a dict or ml_collections.ConfigDict; defaults in DEFAULTS):
+    sources: list of {kind, path, weight, name, root, split, data_dir, labels, on_missing}
+      kind: 'kinetics_csv' (path = CSV, root = videos), 'video_csv' (path,label CSV), 'ssv2'
+            (path = train JSON, root = webm folder, labels = labels.json), 'mit' / 'video_folder'
+            (folder, class subfolders optional), 'image_folder' (ImageNet layout or flat),
+            'image_csv', 'tfds' (path = dataset name, split, data_dir), 'frames' (ArrayRecord
+            shards from extract_frames: a directory, glob or comma list)
+      weight: mixing weight (default: the source's size, i.e. natural proportions)
+    image_size: output side (224)
+    pair_sampling: {mode: distant | fixed_gap | random_gap, gap, gap_max, unit: frames | seconds}
+    repeated_sampling: k pairs (or image view pairs) per decoded clip/image; divides the batch
+    video_spatial_only: frames get crop 0.5-1 + flip only (SPEC D7)
+    uint8_output: views as uint8 0-255 (normalise on device with augment.normalize)
+    num_workers: mp_prefetch processes (0 = in-process); read_threads: threads per worker;
+    worker_buffer_size: batches buffered per worker (2)
+    decode_threads: FFmpeg threads per decode (1 is best with one worker per core)
+    max_side: images/frames larger than this are downscaled before augmentation (1024)
+    reseek_s: seek instead of demuxing forward when the next frame is this far ahead (5 s)
+    bad_input_max_fraction (0.01), bad_input_min_examples (500), bad_input_max_retries (5)
+    device_prefetch: batches assembled on device ahead of use when a sharding is given (2)
+
+Determinism: batches depend only on (config, seed, process_index, process_count, num_workers);
+restoring `get_state()` into a fresh iterator replays the same batches bit for bit.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import numpy as np
+
+from vicmae_jax.data import augment, badinput, sources as sources_lib, video
+
+DEFAULTS: dict[str, Any] = dict(
+    image_size=224, pair_sampling=dict(mode='distant', gap=32, gap_max=64, unit='frames'),
+    repeated_sampling=1, video_spatial_only=False, uint8_output=False, num_workers=0,
+    read_threads=2, worker_buffer_size=2, decode_threads=1, max_side=1024, reseek_s=5.0,
+    bad_input_max_fraction=0.01, bad_input_min_examples=500, bad_input_max_retries=5,
+    device_prefetch=2)
+
+_BOOKKEEPING = ('_bad_kinds', '_bad_refs', '_unit_source', '_record')
+
+
+def _get(config: Any, key: str) -> Any:
+  value = config.get(key, None) if hasattr(config, 'get') else getattr(config, key, None)
+  return DEFAULTS[key] if value is None else value
+
+
+def _plain(obj: Any) -> Any:
+  return obj.to_dict() if hasattr(obj, 'to_dict') else dict(obj)
+
+
+class LoadAndAugment:
+  """Grain random_map transform: (source id, record) -> k augmented view pairs + failure record."""
+
+  def __init__(self, sources: Sequence[sources_lib.PairSource], image_aug: augment.AugmentConfig,
+               video_aug: augment.AugmentConfig, k: int, max_retries: int):
+    self.sources, self.image_aug, self.video_aug = list(sources), image_aug, video_aug
+    self.k, self.max_retries = k, max_retries
+
+  def _placeholder(self) -> dict[str, Any]:
+    return {'pairs': None}
+
+  def _constant_views(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Mean-gray views (0 after normalisation) for an example whose retries were all bad."""
+    size, cfg = self.image_aug.size, self.image_aug
+    view = (np.full((size, size, 3), (124, 116, 104), np.uint8) if cfg.uint8_output
+            else np.zeros((size, size, 3), np.float32))
+    return [(view, view)] * self.k
+
+  def __call__(self, element: tuple[int, int], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    src_id, record = int(element[0]), int(element[1])
+    src = self.sources[src_id]
+    out = badinput.load_with_retries(lambda i, r: {'pairs': src.load(i, r, self.k)}, record,
+                                     len(src), rng, self.max_retries, self._placeholder)
+    cfg = self.video_aug if src.is_video else self.image_aug
+    pairs = out.pop('pairs')
+    views = (self._constant_views() if pairs is None
+             else [augment.two_views(a, b, rng, cfg) for a, b in pairs])
+    out['view1'] = np.stack([v[0] for v in views])
+    out['view2'] = np.stack([v[1] for v in views])
+    out['is_video'] = np.full(self.k, int(src.is_video), np.int32)
+    out['source'] = np.full(self.k, src_id, np.int32)
+    out['_unit_source'] = np.int32(src_id)
+    out['_record'] = np.int64(record)  # requested record (before any replacement), for debugging
+    return out
+
+
+def _flatten_repeats(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """[units, k, ...] -> [units * k, ...] for the contract keys; bookkeeping stays per unit."""
+  return {key: (x if key in _BOOKKEEPING else x.reshape((-1,) + x.shape[2:]))
+          for key, x in batch.items()}
+
+
+def _ensure_absl_flags_parsed() -> None:
+  # grain 0.2.18's mp_prefetch reads an absl flag; outside absl.app.run (scripts, notebooks,
+  # pytest) that raises UnparsedFlagAccessError. Marking flags parsed is what app.run would do.
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+
+
+def build_sources(config: Any) -> tuple[list[sources_lib.PairSource], list[str], list[float]]:
+  """Creates (and validates) every source; returns them with their names and mixing weights."""
+  sampling = video.PairSampling(**_plain(_get(config, 'pair_sampling')))
+  srcs, names, weights = [], [], []
+  for n, spec in enumerate(config['sources'] if isinstance(config, dict) else config.sources):
+    spec = _plain(spec)
+    src = sources_lib.build_source(spec, sampling=sampling, threads=_get(config, 'decode_threads'),
+                                   max_side=_get(config, 'max_side'),
+                                   reseek_s=_get(config, 'reseek_s'))
+    srcs.append(src)
+    names.append(spec.get('name') or f'{n}_{spec["kind"]}')
+    weights.append(float(spec['weight']) if spec.get('weight') is not None else float(len(src)))
+    logging.info('data source %s: %d %s, weight %.3g', names[-1], len(src),
+                 'videos' if src.is_video else 'images', weights[-1])
+  if not srcs:
+    raise ValueError('config.sources is empty')
+  return srcs, names, weights
+
+
+def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: Sequence[float], *,
+                 global_batch_size: int, seed: int, process_index: int, process_count: int):
+  """The Grain IterDataset of per-process batches (bookkeeping fields included)."""
+  k = int(_get(config, 'repeated_sampling'))
+  if global_batch_size % process_count:
+    raise ValueError(f'global batch {global_batch_size} is not divisible by {process_count} processes')
+  local = global_batch_size // process_count
+  if local % k:
+    raise ValueError(f'per-process batch {local} is not divisible by repeated_sampling={k}')
+  parts = []
+  for i, src in enumerate(srcs):
+    ds = grain.MapDataset.range(len(src)).shuffle(seed=(seed * 1_000_003 + 7919 * (i + 1)) % 2**32)
+    parts.append(ds.repeat().map(lambda r, i=i: (i, r)))
+  mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights))
+  image_aug = augment.AugmentConfig(size=int(_get(config, 'image_size')),
+                                    uint8_output=bool(_get(config, 'uint8_output')))
+  video_aug = augment.AugmentConfig(size=image_aug.size, uint8_output=image_aug.uint8_output,
+                                    spatial_only=bool(_get(config, 'video_spatial_only')))
+  loader = LoadAndAugment(srcs, image_aug, video_aug, k, int(_get(config, 'bad_input_max_retries')))
+  # The per-index RNG is drawn before the process slice, so every example's randomness is a
+  # function of its global index only (the same across process counts and worker counts).
+  ds = mixed.random_map(loader, seed=seed % 2**32)[process_index::process_count]
+  threads = int(_get(config, 'read_threads'))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                            prefetch_buffer_size=max(4 * threads, 2)))
+  it = it.batch(local // k, drop_remainder=True).map(_flatten_repeats)
+  workers = int(_get(config, 'num_workers'))
+  if workers > 0:
+    _ensure_absl_flags_parsed()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=workers, per_worker_buffer_size=int(_get(config, 'worker_buffer_size'))))
+  return it
+
+
+def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, Any]:
+  """Per-process numpy batch -> global jax.Arrays whose leading (batch) axis follows `sharding`."""
+  import jax
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+class PretrainIterator(grain.DatasetIterator):
+  """Iterator over contract batches with bad-input monitoring and Grain-compatible state.
+
+  `get_state()` / `set_state()` return/accept a JSON-serialisable dict (the Grain pipeline state
+  plus the bad-input counters). Being a `grain.DatasetIterator`, it is saved in the same Orbax
+  checkpoint as the model with `grain.checkpoint.CheckpointSave(it)` /
+  `CheckpointRestore(it)` (one JSON file per process). With a sharding, batches are global
+  jax.Arrays assembled `device_prefetch`
+  steps ahead in a thread; the saved state is always the one right after the last batch returned.
+  """
+
+  def __init__(self, dataset, monitor: badinput.BadInputMonitor, sharding=None,
+               device_prefetch: int = 0):
+    self._dataset = dataset
+    self._inner = iter(dataset)
+    super().__init__(self._inner)
+    self._monitor, self._sharding = monitor, sharding
+    self._depth = device_prefetch if sharding is not None else 0
+    self._state = self._inner.get_state()
+    self._queue: queue.Queue | None = None
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
+    self.last_records: tuple[np.ndarray, np.ndarray] | None = None
+
+  # -- producer -------------------------------------------------------------------------------
+  def _produce_one(self) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
+    batch = next(self._inner)
+    state = self._inner.get_state()
+    books = {key: batch.pop(key) for key in _BOOKKEEPING}
+    books['source'] = batch['source']
+    if self._sharding is not None:
+      batch = to_global(batch, self._sharding)
+    return batch, books, state
+
+  def _run(self) -> None:
+    while not self._stop.is_set():
+      try:
+        item = ('ok', self._produce_one())
+      except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+        item = ('error', e)
+      while not self._stop.is_set():
+        try:
+          self._queue.put(item, timeout=0.1)
+          break
+        except queue.Full:
+          continue
+      if item[0] == 'error':
+        return
+
+  def _stop_thread(self) -> None:
+    if self._thread is not None:
+      self._stop.set()
+      self._thread.join()
+      self._thread, self._queue = None, None
+      self._stop.clear()
+      self._inner.set_state(self._state)  # drop batches produced ahead of the consumer
+
+  # -- public API ---------------------------------------------------------------------------
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    if self._depth:
+      if self._thread is None:
+        self._queue = queue.Queue(maxsize=self._depth)
+        self._thread = threading.Thread(target=self._run, daemon=True, name='device_prefetch')
+        self._thread.start()
+      status, item = self._queue.get()
+      if status == 'error':
+        self._thread.join()
+        self._thread, self._queue = None, None
+        raise item
+      batch, books, state = item
+    else:
+      batch, books, state = self._produce_one()
+    self._state = state
+    self.last_records = (books['_unit_source'], books['_record'])  # which records made this batch
+    self._monitor.update({'_bad_kinds': books['_bad_kinds'], '_bad_refs': books['_bad_refs'],
+                          'source': books['source'], '_unit_source': books['_unit_source']})
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    return {'pipeline': self._state, 'monitor': self._monitor.get_state()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._stop_thread()
+    self._inner.set_state(state['pipeline'])
+    self._state = state['pipeline']
+    self._monitor.set_state(state['monitor'])
+
+  def metrics(self) -> dict[str, float]:
+    """Bad-input counters by kind, bad fraction and the realised share of every source."""
+    return self._monitor.metrics()
+
+  def close(self) -> None:
+    self._stop_thread()
+    close = getattr(self._inner, 'close', None)
+    if close is not None:
+      close()
+
+
+def make_pretrain_iterator(config: Any, *, global_batch_size: int, seed: int,
+                           process_index: int | None = None, process_count: int | None = None,
+                           sharding=None) -> PretrainIterator:
+  """Builds the pre-training iterator (see the module docstring for config keys and the contract).
+
+  Args:
+    config: dict or ConfigDict with at least `sources`.
+    global_batch_size: examples per step over all processes.
+    seed: data seed (shuffles, mixing, per-example randomness).
+    process_index, process_count: this process's shard; default jax.process_index()/count().
+    sharding: a jax.sharding.Sharding over the batch axis; when given, batches are global
+      jax.Arrays built with jax.make_array_from_process_local_data.
+  """
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  srcs, names, weights = build_sources(config)
+  ds = make_dataset(config, srcs, weights, global_batch_size=global_batch_size, seed=seed,
+                    process_index=process_index, process_count=process_count)
+  monitor = badinput.BadInputMonitor(lambda s, i: srcs[s].describe(i), names,
+                                     max_fraction=float(_get(config, 'bad_input_max_fraction')),
+                                     min_attempts=int(_get(config, 'bad_input_min_examples')))
+  return PretrainIterator(ds, monitor, sharding, int(_get(config, 'device_prefetch')))
+
+
+def data_metrics(iterator: PretrainIterator) -> dict[str, float]:
+  """Scalars for the trainer's metric writer: bad inputs by kind and the realised mix ratio."""
+  return iterator.metrics()
+
+
+def demo_config(root: str, *, image_size: int = 224) -> dict[str, Any]:
+  """A fully local config: synthetic H.264 clips plus scikit-image sample photos (no download)."""
+  from vicmae_jax.data import synthetic
+  paths = synthetic.write_demo_data(root)
+  return dict(
+      sources=[dict(kind='video_folder', path=paths['videos'], weight=1.0, name='demo_videos'),
+               dict(kind='image_folder', path=paths['images'], weight=1.0, name='demo_images')],
+      image_size=image_size, num_workers=0, read_threads=1, bad_input_min_examples=50)

@@ -1,0 +1,354 @@
+"""PyAV decoding of a few frames at given times, and frame-pair time sampling (SPEC D6, D14).
+
+Decoding never walks a whole clip to take two frames:
+  * targets are presentation times, looked up through pts * time_base, so variable frame rate is
+    handled (the answer for time t is the last frame shown at or before t);
+  * a seek goes to the keyframe before the first target when it is far from the current position;
+  * between targets, packets are only demuxed (cheap) and buffered from the latest keyframe at or
+    before the next target, so whole GOPs that are not needed are never decoded; a new seek is only
+    made when the next target is more than `reseek_s` ahead;
+  * non-reference frames (most B-frames) are skipped when a later frame that is still at or before
+    the target has already been demuxed, so they cannot be the answer;
+  * only the requested frames are converted to RGB (the conversion costs as much as the decoding).
+"""
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+import os
+from collections.abc import Sequence
+
+import av
+import numpy as np
+
+from vicmae_jax.data.badinput import BadInput
+
+# Corrupt files are handled and counted; FFmpeg log spam about them is not useful.
+av.logging.set_level(av.logging.PANIC)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSampling:
+  """How the two frames of a pair are placed in time (SPEC D6).
+
+  mode: 'distant' (clip cut in two equal halves, one frame uniformly from each), 'fixed_gap'
+    (first frame uniform, second `gap` later) or 'random_gap' (gap uniform in [gap, gap_max]).
+  unit: 'frames' (converted with the stream's average frame rate; exact for constant rate) or
+    'seconds'. Gaps longer than the clip are clamped to it.
+  """
+  mode: str = 'distant'
+  gap: float = 32
+  gap_max: float = 64
+  unit: str = 'frames'
+
+  def __post_init__(self):
+    if self.mode not in ('distant', 'fixed_gap', 'random_gap'):
+      raise ValueError(f'unknown pair sampling mode {self.mode!r}')
+    if self.unit not in ('frames', 'seconds'):
+      raise ValueError(f'unknown gap unit {self.unit!r}')
+    if self.gap < 0 or (self.mode == 'random_gap' and self.gap_max < self.gap):
+      raise ValueError(f'bad gaps {self.gap}, {self.gap_max}')
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoInfo:
+  start: float  # seconds
+  duration: float  # seconds
+  fps: float  # average frame rate
+  duration_from: str  # 'stream', 'container' or 'scan' (a demux-only counting pass)
+
+
+def sample_pair_times(rng: np.random.Generator, start: float, duration: float, fps: float,
+                      sampling: PairSampling, k: int = 1) -> np.ndarray:
+  """Draws `k` frame pairs as times in seconds, shape [k, 2], each row ordered.
+
+  Frame-unit modes work on the clip's grid of frame slots (slot j is centred at start + (j + .5) /
+  fps), so with a constant frame rate the decoded frames are exactly `gap` frames apart.
+  """
+  n = max(int(round(duration * fps)), 1)
+  out = np.empty((k, 2))
+  for row in range(k):
+    if sampling.mode == 'distant' or sampling.unit == 'frames':
+      if sampling.mode == 'distant':
+        half = max(n // 2, 1)
+        j1, j2 = rng.integers(0, half), rng.integers(min(half, n - 1), n)
+      else:
+        gap = sampling.gap if sampling.mode == 'fixed_gap' else rng.integers(
+            int(sampling.gap), int(sampling.gap_max) + 1)
+        gap = int(min(gap, n - 1))
+        j1 = rng.integers(0, n - gap)
+        j2 = j1 + gap
+      out[row] = start + (np.array([j1, j2]) + 0.5) / fps
+    else:
+      gap = sampling.gap if sampling.mode == 'fixed_gap' else rng.uniform(sampling.gap,
+                                                                           sampling.gap_max)
+      gap = min(gap, duration * 0.999)
+      t1 = start + rng.uniform(0, duration - gap)
+      out[row] = (t1, t1 + gap)
+  return out
+
+
+def open_video(path: str, threads: int = 1) -> av.container.InputContainer:
+  """Opens a video, mapping every failure to a counted `BadInput` kind."""
+  try:
+    size = os.path.getsize(path)
+  except OSError:
+    raise BadInput('missing', path) from None
+  if size == 0:
+    raise BadInput('empty', path)
+  try:
+    container = av.open(path, metadata_errors='ignore')
+  except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+    raise BadInput('unreadable', path, str(e)) from None
+  if not container.streams.video:
+    container.close()
+    raise BadInput('unreadable', path, 'no video stream')
+  stream = container.streams.video[0]
+  # Slice threads help a single decode; frame threads add latency per seek. With one worker per
+  # core (the usual setup) threads=1 is fastest; 0 lets FFmpeg pick.
+  stream.codec_context.thread_count = threads
+  stream.codec_context.thread_type = 'SLICE' if threads != 1 else 'NONE'
+  return container
+
+
+def probe(container: av.container.InputContainer, path: str = '') -> VideoInfo:
+  """Start, duration and average rate of the first video stream.
+
+  Duration comes from the stream header, else the container header, else (some webm/avi files) a
+  demux-only pass over the packets, which reads the file but decodes nothing.
+  """
+  stream = container.streams.video[0]
+  tb = stream.time_base
+  start = float(stream.start_time * tb) if stream.start_time is not None else 0.0
+  rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+  if stream.duration is not None and stream.duration > 0:
+    duration, source = float(stream.duration * tb), 'stream'
+  elif container.duration is not None and container.duration > 0:
+    duration, source = container.duration / av.time_base - max(start, 0.0), 'container'
+  else:
+    last, count = None, 0
+    for packet in container.demux(stream):
+      if packet.pts is not None:
+        count += 1
+        end = packet.pts + (packet.duration or 0)
+        last = end if last is None else max(last, end)
+    container.seek(0, stream=stream)
+    if last is None:
+      raise BadInput('unreadable', path, 'no timestamped packets')
+    duration, source = float(last * tb) - start, 'scan'
+    if not rate and count:
+      rate = count / max(duration, 1e-6)
+  fps = float(rate) if rate else 25.0
+  if stream.frames and duration > 0 and not rate:
+    fps = stream.frames / duration
+  return VideoInfo(start=start, duration=max(duration, 0.0), fps=fps, duration_from=source)
+
+
+def _timestamp(obj) -> int | None:
+  return obj.pts if obj.pts is not None else obj.dts
+
+
+class _Cursor:
+  """Resolves sorted target ticks to the last frame with pts <= target as frames come out."""
+
+  def __init__(self, targets: Sequence[int]):
+    self.targets = list(targets)
+    self.results: list = [None] * len(targets)
+    self.i = 0
+    self.candidate = None
+    self.last = None
+    self.decoded = 0
+
+  def done(self) -> bool:
+    return self.i >= len(self.targets)
+
+  def push(self, frame) -> None:
+    self.decoded += 1
+    pts = _timestamp(frame)
+    if pts is None:  # no timestamps at all: frames arrive in order, count them instead
+      pts = self.decoded - 1
+    self.last = (frame, pts)
+    while not self.done() and pts > self.targets[self.i]:
+      # A target before the first decodable frame (e.g. before the stream start) gets that frame.
+      self.results[self.i] = self.candidate or (frame, pts)
+      self.i += 1
+    if not self.done():
+      self.candidate = (frame, pts)
+
+  def finish(self) -> None:
+    while not self.done():
+      self.results[self.i] = self.candidate or self.last
+      self.i += 1
+
+
+def decode_at_times(container: av.container.InputContainer, times: Sequence[float], *,
+                    reseek_s: float = 5.0, skip_nonref: bool = True, path: str = '',
+                    stats: dict[str, int] | None = None) -> list:
+  """Decodes the frames shown at `times` (seconds, any order) in one forward pass.
+
+  `stats`, if given, receives 'decoded' (frames out of the decoder), 'sent' (packets decoded or
+  skipped by the decoder), 'demuxed' and 'seeks', to check that little of the clip is decoded.
+
+  Returns, in the order of `times`, (av.VideoFrame, pts in seconds) tuples. Raises BadInput
+  ('truncated') when the stream ends or breaks well before a requested time.
+  """
+  stream = container.streams.video[0]
+  cc = stream.codec_context
+  tb = stream.time_base
+  order = np.argsort(times, kind='stable')
+  targets = [int(math.floor(times[j] / tb)) for j in order]
+  cursor = _Cursor(targets)
+  seen: list[int] = []  # pts of every packet demuxed since the last seek, sorted
+  pending: list = []  # packets demuxed but not yet sent to the decoder
+  live = False  # whether the decoder holds state that later packets depend on
+  position = None  # dts of the last demuxed packet
+
+  counters = {'demuxed': 0, 'sent': 0, 'seeks': 0}
+
+  def feed(packet) -> None:
+    counters['sent'] += 1
+    pts = packet.pts
+    skip = False
+    if skip_nonref and pts is not None and not packet.is_keyframe:
+      # The smallest unresolved target at or after this frame decides whether it can be the answer.
+      k = bisect.bisect_left(cursor.targets, pts, lo=cursor.i)
+      if k < len(cursor.targets):
+        nxt = bisect.bisect_right(seen, pts)
+        skip = nxt < len(seen) and seen[nxt] <= cursor.targets[k]
+    cc.skip_frame = 'NONREF' if skip else 'DEFAULT'
+    for frame in cc.decode(packet):
+      cursor.push(frame)
+
+  def seek(tick: int) -> None:
+    nonlocal live, pending, seen
+    counters['seeks'] += 1
+    container.seek(max(tick, 0), stream=stream, backward=True, any_frame=False)
+    cc.flush_buffers()
+    live, pending, seen = False, [], []
+
+  margin = int(0.5 / tb)  # mp4 seeks by dts, which trails pts by the B-frame delay
+  far = reseek_s / tb
+  start = stream.start_time or 0
+  try:
+    while not cursor.done():
+      target = cursor.targets[cursor.i]
+      if target - (start if position is None else position) > far:
+        seek(target - margin)
+      at_eof = True
+      for packet in container.demux(stream):
+        if packet.size == 0:
+          continue
+        counters['demuxed'] += 1
+        ts = _timestamp(packet)
+        if ts is None:  # no timing information at all: decode everything in order
+          feed(packet)
+          live = True
+          if cursor.done():
+            at_eof = False
+            break
+          continue
+        if not live and not pending and not packet.is_keyframe:
+          continue  # after a seek, decoding must start at a keyframe
+        if packet.is_keyframe and packet.pts is not None and packet.pts <= target:
+          # Everything before a keyframe at or before the target is unneeded: drop it undecoded.
+          if live:
+            cc.flush_buffers()
+          pending, live = [], False
+        pending.append(packet)
+        bisect.insort(seen, packet.pts if packet.pts is not None else ts)
+        position = packet.dts if packet.dts is not None else ts
+        if position <= target:
+          continue
+        # No keyframe at or before the target can follow (pts >= dts): decode what is pending.
+        for p in pending:
+          feed(p)
+        pending, live = [], True
+        if cursor.done():
+          at_eof = False
+          break
+        target = cursor.targets[cursor.i]
+        if target - position > far:
+          at_eof = False
+          break  # the next target is far ahead: seek instead of demuxing
+      if at_eof:
+        for p in pending:
+          feed(p)
+        cc.skip_frame = 'DEFAULT'
+        for frame in cc.decode(None):
+          cursor.push(frame)
+        cursor.finish()
+  except (av.error.FFmpegError, ValueError) as e:
+    if cursor.last is None:
+      raise BadInput('unreadable', path, str(e)) from None
+    raise BadInput('truncated', path, f'decode error: {e}') from None
+  if stats is not None:
+    stats.update(counters, decoded=cursor.decoded)
+  if cursor.last is None or any(r is None for r in cursor.results):
+    raise BadInput('unreadable', path, 'no decodable frame')
+  # A stream that stops well short of a requested time is truncated, not merely short.
+  last_pts = cursor.last[1]
+  for target in cursor.targets:
+    if (target - last_pts) * tb > 1.0:
+      raise BadInput('truncated', path, f'stream ends at {float(last_pts * tb):.2f}s')
+  out = [None] * len(times)
+  for j, (frame, pts) in zip(order, cursor.results):
+    out[j] = (frame, float(pts * tb))
+  return out
+
+
+def frame_to_rgb(frame: av.VideoFrame, max_side: int | None = None) -> np.ndarray:
+  """HxWx3 uint8 RGB with the display rotation applied; downscaled in swscale if over `max_side`."""
+  w, h = frame.width, frame.height
+  if max_side and max(w, h) > max_side:
+    s = max_side / max(w, h)
+    img = frame.to_ndarray(format='rgb24', width=max(int(w * s), 1), height=max(int(h * s), 1),
+                           interpolation='AREA')
+  else:
+    img = frame.to_ndarray(format='rgb24')
+  quarter = int(round((frame.rotation or 0) / 90)) % 4
+  if quarter:
+    img = np.ascontiguousarray(np.rot90(img, k=quarter))  # rotation is counterclockwise degrees
+  return img
+
+
+def load_pairs(path: str, rng: np.random.Generator, sampling: PairSampling, k: int = 1, *,
+               threads: int = 1, max_side: int | None = None, reseek_s: float = 5.0,
+               skip_nonref: bool = True) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
+  """Draws `k` frame pairs from one video with a single forward decode.
+
+  Returns ([(frame_a, frame_b)] * k as uint8 RGB, times [k, 2] of the frames actually decoded).
+  Raises BadInput for missing, empty, unreadable, truncated or too-short (< 2 frames) videos.
+  """
+  container = open_video(path, threads)
+  try:
+    try:
+      info = probe(container, path)
+    except av.error.FFmpegError as e:
+      raise BadInput('unreadable', path, str(e)) from None
+    if info.duration * info.fps < 1.5:
+      raise BadInput('too_short', path, f'{info.duration:.3f}s at {info.fps:.1f} fps')
+    times = sample_pair_times(rng, info.start, info.duration, info.fps, sampling, k)
+    decoded = decode_at_times(container, times.reshape(-1), reseek_s=reseek_s,
+                              skip_nonref=skip_nonref, path=path)
+    got = np.array([t for _, t in decoded]).reshape(k, 2)
+    if k and np.all(got[:, 0] == got[:, 1]) and np.ptp(got) == 0:
+      raise BadInput('too_short', path, 'a single distinct frame')
+    cache: dict[int, np.ndarray] = {}
+    rgb = []
+    for frame, _ in decoded:
+      if id(frame) not in cache:  # the same frame may serve two targets
+        cache[id(frame)] = frame_to_rgb(frame, max_side)
+      rgb.append(cache[id(frame)])
+  finally:
+    container.close()
+  return [(rgb[2 * i], rgb[2 * i + 1]) for i in range(k)], got
+
+
+def load_all_frames_naive(path: str, max_side: int | None = None) -> list[np.ndarray]:
+  """Baseline of whole-clip readers: decode every frame and convert each to RGB (bench only)."""
+  container = open_video(path)
+  try:
+    return [frame_to_rgb(f, max_side) for f in container.decode(video=0)]
+  finally:
+    container.close()
