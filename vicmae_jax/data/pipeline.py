@@ -190,15 +190,16 @@ class PretrainIterator(grain.DatasetIterator):
 
   def __init__(self, dataset, monitor: badinput.BadInputMonitor, sharding=None,
                device_prefetch: int = 0):
+    # Thread fields first: close() (also run by Grain at garbage collection) must always work.
+    self._queue: queue.Queue | None = None
+    self._stop = threading.Event()
+    self._thread: threading.Thread | None = None
     self._dataset = dataset
     self._inner = iter(dataset)
     super().__init__(self._inner)
     self._monitor, self._sharding = monitor, sharding
     self._depth = device_prefetch if sharding is not None else 0
     self._state = self._inner.get_state()
-    self._queue: queue.Queue | None = None
-    self._stop = threading.Event()
-    self._thread: threading.Thread | None = None
     self.last_records: tuple[np.ndarray, np.ndarray] | None = None
 
   # -- producer -------------------------------------------------------------------------------
@@ -272,6 +273,8 @@ class PretrainIterator(grain.DatasetIterator):
     return self._monitor.metrics()
 
   def close(self) -> None:
+    if not hasattr(self, '_inner'):
+      return
     self._stop_thread()
     close = getattr(self._inner, 'close', None)
     if close is not None:
