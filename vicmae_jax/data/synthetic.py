@@ -168,19 +168,25 @@ def write_demo_data(root: str, *, num_videos: int = 6, num_frames: int = 48, fps
   from skimage import data as skdata  # imported lazily: only the demo needs it
 
   videos, images = os.path.join(root, 'videos'), os.path.join(root, 'images')
+  partial = os.path.join(root, '.partial')
+  os.makedirs(partial, exist_ok=True)
   for i in range(num_videos):
     folder = os.path.join(videos, f'class_{i % 2}')
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f'clip_{i:03d}.mp4')
     if not os.path.exists(path):
-      write_video(path + '.tmp.mp4', num_frames=num_frames, fps=fps, width=width, height=height,
+      # Per-process temp names outside the scanned folders: concurrent writers (one per
+      # process of a multi-host job) never share a file, and no scan sees a partial one.
+      tmp = os.path.join(partial, f'{os.getpid()}_{i}.mp4')
+      write_video(tmp, num_frames=num_frames, fps=fps, width=width, height=height,
                   textured=True, seed=i)
-      os.replace(path + '.tmp.mp4', path)
+      os.replace(tmp, path)
   os.makedirs(images, exist_ok=True)
   for name in ('astronaut', 'coffee', 'chelsea', 'rocket', 'camera', 'hubble_deep_field'):
     path = os.path.join(images, f'{name}.jpg')
     if not os.path.exists(path):
       arr = getattr(skdata, name)()
-      Image.fromarray(arr).save(path + '.tmp', 'JPEG', quality=90)
-      os.replace(path + '.tmp', path)
+      tmp = os.path.join(partial, f'{os.getpid()}_{name}.jpg')
+      Image.fromarray(arr).save(tmp, 'JPEG', quality=90)
+      os.replace(tmp, path)
   return {'videos': videos, 'images': images}

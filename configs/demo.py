@@ -1,0 +1,35 @@
+"""The embedded default: pretrain a small ViT on media that needs no download, on CPU.
+
+Data: six H.264 clips the project encodes itself (moving textures; frame pairs a second apart)
+and six photos scikit-image ships (two augmented views each), mixed in every batch. A ViT with
+patch 8 at 64 px trains for a few hundred steps in about 5 minutes on 2 cores and leaves
+checkpoints, TensorBoard logs and reconstruction PNGs in the workdir.
+
+  python -m vicmae_jax.main --config=configs/demo.py --workdir=/tmp/vicmae_demo
+  python -m vicmae_jax.main --config=configs/demo.py:steps=50 --workdir=/tmp/vicmae_quick
+"""
+from configs import common
+
+
+def get_config(arg=None):
+  args = common.parse_arg(arg, steps=300, batch=16, image_size=64)
+  c = common.base_config()
+  c.model.update(variant="test", image_size=args.image_size, patch=8, width=128, depth=4,
+                 heads=4, mlp_dim=512, decoder_width=64, decoder_depth=2, decoder_heads=4,
+                 projector_hidden=256, projector_out=64, predictor_hidden=256)
+  c.batch_size = args.batch
+  c.total_steps = args.steps
+  c.optim.base_lr = 1.5e-3          # a small model on a tiny dataset likes a larger lr
+  c.optim.warmup_epochs = 0.0
+  c.steps_per_epoch = 10
+  c.optim.warmup_epochs = 2.0
+  c.input.sources = [dict(kind="demo")]   # expanded under WORKDIR/demo_data
+  c.input.num_workers = 0
+  c.input.read_threads = 2
+  c.input.bad_input_min_examples = 50
+  c.input.pair_sampling = dict(mode="fixed_gap", gap=24, gap_max=48, unit="frames")
+  c.checkpoint.every_steps = 100
+  c.log_every_steps = 10
+  c.image_every_steps = 100
+  c.num_image_examples = 6
+  return c

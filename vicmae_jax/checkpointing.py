@@ -1,0 +1,138 @@
+"""Orbax checkpoints behind one module (D11): train state + data iterator state + config.
+
+- Asynchronous saves every N steps, keeping the last K.
+- Resume from the newest readable checkpoint; an unreadable newest one falls back to the
+  previous with a warning (a crash mid-write never loses the run).
+- Restore onto any mesh: the restore target is the abstract state carrying *current* shardings.
+- Preemption: `should_stop(step)` turns SIGTERM (or Orbax's preemption notice on multi-host)
+  into a save-and-exit at the same step on every process.
+- Paths may be local or `gs://` (etils.epath underneath).
+"""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+STATE, DATA, CONFIG = "state", "data", "config"
+
+
+class _QuietOrbax(logging.Filter):
+  """Drops Orbax's per-save INFO lines (dozens per checkpoint); warnings and errors pass."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    handler.addFilter(_QuietOrbax())
+  logging.getLogger("absl").addFilter(_QuietOrbax())
+
+
+class Checkpointer:
+  """Wraps an Orbax CheckpointManager with the project's policies."""
+
+  def __init__(self, directory: str, *, every_steps: int, keep: int = 3, async_save: bool = True):
+    self.directory = epath.Path(directory)
+    self.every_steps = every_steps
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=keep, save_interval_steps=every_steps, enable_async_checkpointing=async_save,
+        create=True, cleanup_tmp_directories=True)
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=(STATE, DATA, CONFIG))
+    self._sigterm = threading.Event()
+
+  # --- saving -----------------------------------------------------------------------------------
+  def save(self, step: int, state: Any, data_iter: Any | None, config: dict | None,
+           force: bool = False) -> bool:
+    """Saves if `step` is on the interval (or `force`); asynchronous unless configured not to."""
+    if self._manager.latest_step() == step:
+      return False  # already saved (e.g. the interval save of the final step)
+    items = {STATE: ocp.args.StandardSave(state)}
+    if data_iter is not None:
+      items[DATA] = grain.checkpoint.CheckpointSave(data_iter)
+    if config is not None:
+      items[CONFIG] = ocp.args.JsonSave(config)
+    if not force and step % self.every_steps:
+      return False
+    # Our own interval test (Orbax would also save the very first step of a run).
+    saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+    if saved:
+      logging.info("checkpoint: saving step %d to %s", step, self.directory)
+    return saved
+
+  def wait(self) -> None:
+    """Blocks until pending asynchronous saves are on disk; surfaces their errors."""
+    self._manager.wait_until_finished()
+    self._manager.check_for_errors()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+
+  # --- restoring --------------------------------------------------------------------------------
+  def all_steps(self) -> list[int]:
+    self._manager.reload()
+    return sorted(self._manager.all_steps())
+
+  def restore_latest(self, abstract_state: Any, data_iter: Any | None = None
+                     ) -> tuple[Any, int] | None:
+    """Restores the newest readable checkpoint into `abstract_state`'s structure and shardings.
+
+    Returns (state, step), or None when there is no checkpoint. Falls back to older steps when
+    the newest cannot be read, and says so.
+    """
+    steps = self.all_steps()
+    for step in reversed(steps):
+      try:
+        return self._restore(step, abstract_state, data_iter), step
+      except Exception as e:  # a torn or corrupted checkpoint: try the one before it
+        logging.warning("checkpoint: step %d in %s is unreadable (%s: %s); trying the previous one",
+                        step, self.directory, type(e).__name__, e)
+    if steps:
+      raise RuntimeError(f"No readable checkpoint among steps {steps} in {self.directory}.")
+    return None
+
+  def _restore(self, step: int, abstract_state: Any, data_iter: Any | None) -> Any:
+    items = {STATE: ocp.args.StandardRestore(abstract_state)}
+    # Orbax keeps no metadata for the Grain item, so look for its folder.
+    restore_data = data_iter is not None and (self.directory / str(step) / DATA).exists()
+    if restore_data:
+      items[DATA] = grain.checkpoint.CheckpointRestore(data_iter)
+    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    logging.info("checkpoint: restored step %d from %s%s", step, self.directory,
+                 "" if restore_data else " (without data iterator state)")
+    return restored[STATE]
+
+  def restore_config(self, step: int) -> dict | None:
+    restored = self._manager.restore(step, args=ocp.args.Composite(**{CONFIG: ocp.args.JsonRestore()}))
+    return restored[CONFIG]
+
+  # --- preemption -------------------------------------------------------------------------------
+  def install_sigterm_handler(self) -> None:
+    """SIGTERM (spot/preemptible VMs, SLURM time limits) requests a save and a clean exit."""
+    def handler(signum, frame):
+      logging.warning("SIGTERM received: will save a checkpoint and stop after this step.")
+      self._sigterm.set()
+    if threading.current_thread() is threading.main_thread():
+      signal.signal(signal.SIGTERM, handler)
+
+  def should_stop(self, step: int) -> bool:
+    """True on every process once any process was asked to stop (SIGTERM or preemption)."""
+    stop = self._sigterm.is_set()
+    try:
+      stop = stop or self._manager.reached_preemption(step)
+    except Exception:  # no preemption service (plain single-process runs)
+      pass
+    if jax.process_count() > 1:
+      # Every process must save the same step, so agree on the decision.
+      stop = bool(multihost_utils.process_allgather(stop).any())
+    return stop

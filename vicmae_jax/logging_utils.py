@@ -1,0 +1,146 @@
+"""Metric writers, throughput/MFU accounting and the progress line (only process 0 writes)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from etils import epath
+
+# Dense bf16 peaks per chip (PERF.md 4.1-4.2), keyed by substrings of `device_kind`.
+_PEAK_BF16_FLOPS = (
+    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("V100", 125e12),
+    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
+    ("TPU v5", 459e12), ("TPU v4", 275e12), ("TPU v3", 123e12),
+)
+
+
+def measure_matmul_peak(n: int = 2048, reps: int = 5) -> float:
+  """FLOP/s of an fp32 XLA matmul on random data on the first device (the CPU's roofline)."""
+  a = jax.random.normal(jax.random.key(0), (n, n))
+  b = jax.random.normal(jax.random.key(1), (n, n))
+  mm = jax.jit(jnp.matmul)
+  jax.block_until_ready(mm(a, b))
+  best = float("inf")
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(mm(a, b))
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n**3 / best
+
+
+def device_peak_flops() -> tuple[float, str]:
+  """(peak FLOP/s per device, how it was obtained): a datasheet bf16 figure on accelerators,
+  a matmul measured now on CPU."""
+  device = jax.devices()[0]
+  kind = getattr(device, "device_kind", "")
+  for key, peak in _PEAK_BF16_FLOPS:
+    if key.lower() in kind.lower():
+      return peak, f"{kind} bf16 datasheet"
+  if device.platform == "cpu":
+    return measure_matmul_peak(), "cpu fp32 matmul measured at start"
+  return float("nan"), f"unknown peak for {kind}"
+
+
+def compiled_flops(compiled) -> float | None:
+  """FLOPs per device of one call of a compiled executable, from XLA's cost analysis."""
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  return float(cost["flops"]) if cost and "flops" in cost else None
+
+
+def _stringify_keys(tree):
+  """clu's overview wants nested dicts with string keys (nnx.List indices are ints)."""
+  if isinstance(tree, dict):
+    return {str(k): _stringify_keys(v) for k, v in tree.items()}
+  return tree
+
+
+class JsonlWriter:
+  """Appends {"step": s, name: value, ...} lines to workdir/metrics.jsonl (easy to grep/plot)."""
+
+  def __init__(self, workdir: str):
+    self.path = epath.Path(workdir) / "metrics.jsonl"
+
+  def write(self, step: int, scalars: Mapping[str, Any]) -> None:
+    row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with self.path.open("a") as f:
+      f.write(json.dumps(row) + "\n")
+
+
+def create_writers(workdir: str):
+  """clu writer (TensorBoard + console) and the JSONL writer; process > 0 only logs."""
+  from clu import metric_writers  # imports TensorFlow: keep it out of model/data code
+  lead = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not lead, asynchronous=True)
+  return writer, (JsonlWriter(workdir) if lead else None)
+
+
+def log_parameter_overview(params, name: str = "online params") -> None:
+  from clu import parameter_overview
+  from flax import nnx
+  if isinstance(params, nnx.State):
+    params = nnx.to_pure_dict(params)
+  tree = _stringify_keys(params)
+  try:
+    text = parameter_overview.get_parameter_overview(tree, include_stats=False)
+  except Exception as e:  # overview is a convenience: never fail a run on it
+    text = f"(overview unavailable: {e})"
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+  logging.info("%s: %.2fM parameters\n%s", name, count / 1e6, text)
+
+
+class Throughput:
+  """Accumulates step and data-wait time between log steps; derives rates, MFU and ETA."""
+
+  def __init__(self, total_steps: int, pairs_per_step: int, flops_per_step: float | None,
+               peak_flops: float, num_devices: int):
+    self.total_steps = total_steps
+    self.pairs = pairs_per_step
+    self.flops = flops_per_step
+    self.peak = peak_flops
+    self.devices = num_devices
+    self.reset()
+    self.started = time.perf_counter()
+
+  def reset(self) -> None:
+    self._t0 = time.perf_counter()
+    self._data_wait = 0.0
+    self._steps = 0
+
+  def add_data_wait(self, seconds: float) -> None:
+    self._data_wait += seconds
+
+  def step_done(self) -> None:
+    self._steps += 1
+
+  def metrics(self, step: int) -> dict[str, float]:
+    elapsed = max(time.perf_counter() - self._t0, 1e-9)
+    steps_per_s = self._steps / elapsed
+    out = {"steps_per_s": steps_per_s, "pairs_per_s": steps_per_s * self.pairs,
+           "images_per_s": 2 * steps_per_s * self.pairs,
+           "data_wait_fraction": self._data_wait / elapsed,
+           "data_wait_s_per_step": self._data_wait / max(self._steps, 1)}
+    if self.flops and np.isfinite(self.peak):
+      # XLA's cost analysis gives the per-device program's FLOPs.
+      out["mfu"] = self.flops * steps_per_s / self.peak
+    out["eta_hours"] = (self.total_steps - step) / max(steps_per_s, 1e-9) / 3600
+    self.reset()
+    return out
+
+
+def progress_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
+  eta = scalars.get("eta_hours", float("nan"))
+  return (f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) loss {scalars['loss']:.4f} "
+          f"recon {scalars['recon_loss']:.4f} contrast {scalars['contrastive_loss']:.4f} "
+          f"lr {scalars['learning_rate']:.2e} | {scalars.get('images_per_s', 0):.1f} img/s "
+          f"mfu {100 * scalars.get('mfu', float('nan')):.1f}% "
+          f"data {100 * scalars.get('data_wait_fraction', 0):.0f}% | ETA {eta * 60:.1f} min")

@@ -1,0 +1,78 @@
+"""Entry point: `python -m vicmae_jax.main --config=configs/<name>.py[:arg] --workdir=DIR`.
+
+Overrides go through `--config.key=value` on a locked config, so a mistyped key fails at once.
+Multi-process runs (TPU pods, SLURM, an explicit coordinator) start `jax.distributed` before
+anything touches a device; a single process starts plainly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, logs and images go here (local or gs://).")
+flags.DEFINE_enum("distributed", "auto", ["auto", "on", "off"],
+                  "auto: initialise jax.distributed on TPU pods, SLURM jobs with several tasks, or "
+                  "when a coordinator is given; on: always; off: never.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (explicit multi-process).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (with --coordinator_address).")
+flags.DEFINE_integer("process_id", None, "This process's index (with --coordinator_address).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _cluster_detected() -> bool:
+  """A multi-process launcher that jax.distributed.initialize() can read is present."""
+  if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "SLURM_JOB_ID" in os.environ:
+    return True
+  if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    return True
+  # Cloud TPU VMs of more than one host list their workers here.
+  return len([h for h in os.environ.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+
+
+def maybe_initialize_distributed() -> None:
+  import jax
+  explicit = FLAGS.coordinator_address is not None
+  if FLAGS.distributed == "off" or (FLAGS.distributed == "auto" and not explicit
+                                    and not _cluster_detected()):
+    return
+  if jax.config.jax_platforms in (None, "", "cpu") or os.environ.get("JAX_PLATFORMS") == "cpu":
+    # CPU processes exchange data through gloo (multi-host code paths on any machine).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if explicit:
+    kwargs = dict(coordinator_address=FLAGS.coordinator_address,
+                  num_processes=FLAGS.num_processes, process_id=FLAGS.process_id)
+  jax.distributed.initialize(**kwargs)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  maybe_initialize_distributed()
+  import jax
+  logging.info("process %d of %d; %d local devices, %d devices in all (%s)", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count(),
+               jax.devices()[0].device_kind)
+  config = FLAGS.config
+  if config.mode == "pretrain":
+    from vicmae_jax import train
+    train.train_and_evaluate(config, FLAGS.workdir)
+  else:
+    raise app.UsageError(f"Unknown config.mode {config.mode!r}.")
+
+
+if __name__ == "__main__":
+  # TensorFlow (under clu / tfds) must not claim GPU memory that JAX needs.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  try:
+    import tensorflow as tf
+    tf.config.set_visible_devices([], "GPU")
+  except Exception:
+    pass
+  app.run(main)

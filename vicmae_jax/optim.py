@@ -1,0 +1,35 @@
+"""Optimizer and schedules for pretraining (SPEC.md 6.1): AdamW, warm-up + cosine, decay mask."""
+from __future__ import annotations
+
+import jax
+import optax
+
+
+def peak_learning_rate(base_lr: float, global_batch: int) -> float:
+  """The linear scaling rule of MAE: lr = blr * global_batch / 256."""
+  return base_lr * global_batch / 256.0
+
+
+def learning_rate_schedule(peak_lr: float, total_steps: int, warmup_steps: int,
+                           min_lr: float = 0.0) -> optax.Schedule:
+  """Linear warm-up from 0 to `peak_lr`, then half-cycle cosine to `min_lr`, per update step."""
+  warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+  return optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=peak_lr, warmup_steps=warmup_steps,
+      decay_steps=max(total_steps, warmup_steps + 1), end_value=min_lr)
+
+
+def decay_mask(params):
+  """Weight decay on tensors of rank >= 2 (kernels; cls and mask tokens too, as the released
+  code does), none on biases and norm scales."""
+  return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def make_optimizer(schedule: optax.Schedule, *, b1: float = 0.9, b2: float = 0.95,
+                   eps: float = 1e-8, weight_decay: float = 0.05,
+                   grad_clip: float = 0.0) -> optax.GradientTransformation:
+  """AdamW with a decay mask and optional global-norm clipping (off when `grad_clip` <= 0)."""
+  adamw = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)
+  if grad_clip and grad_clip > 0:
+    return optax.chain(optax.clip_by_global_norm(grad_clip), adamw)
+  return adamw

@@ -1,0 +1,154 @@
+"""Pretraining state and the pure train step (D3, D8, D10).
+
+`train_step(state, batch)` is a pure function: arrays in, arrays out, no I/O. `train.py` binds
+its static settings and compiles it with `jax.jit`, explicit shardings and a donated state.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from vicmae_jax import ema, losses, sharding
+from vicmae_jax.models import ModelConfig, ViCMAE, merge_model, split_model, update_target
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array                 # int32 scalar: optimizer updates done (skipped ones included)
+  params: nnx.State               # online encoder, decoder, projector, predictor
+  target: nnx.State               # EMA target encoder + projector (empty in shared_projector mode)
+  batch_stats: nnx.State          # BatchNorm running statistics (online and target heads)
+  opt_state: Any
+  rng: jax.Array                  # raw uint32 key; per-step keys are folded in from `step`
+  skipped: jax.Array              # int32: updates skipped for a non-finite loss or gradient
+  consecutive_skipped: jax.Array  # int32: length of the current run of skipped updates
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Static settings of the train step (everything that is not an array)."""
+
+  patch: int
+  mode: str
+  total_steps: int
+  temperature: float = 0.1
+  weight_recon: float = 0.97
+  weight_contrast: float = 0.03
+  contrast_ramp_steps: int = 0
+  contrast_start_weight: float = 0.0
+  norm_pix: bool = True
+  accum_steps: int = 1
+  ema_base: float = 0.996
+  ema_final: float = 1.0
+
+
+def _abstract_graphdef(cfg: ModelConfig):
+  return split_model(nnx.eval_shape(lambda: ViCMAE(cfg, rngs=nnx.Rngs(0))))[0]
+
+
+def create_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, mesh: Mesh,
+                       fsdp_min_mb: float = 4.0):
+  """Builds the state directly sharded over `mesh`: abstract shapes first, then a jitted init.
+
+  Returns (graphdef, state, state shardings). No parameter is ever materialised unsharded.
+  """
+
+  def init(rng: jax.Array) -> TrainState:
+    model = ViCMAE(cfg, rngs=nnx.Rngs(params=rng))
+    _, params, target, rest = split_model(model)
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(step=zero, params=params, target=target, batch_stats=rest,
+                      opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1),
+                      skipped=zero, consecutive_skipped=zero)
+
+  rng = jax.random.PRNGKey(seed)
+  abstract = jax.eval_shape(init, rng)
+  shardings = sharding.tree_shardings(abstract, mesh, fsdp_min_mb)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  return _abstract_graphdef(cfg), state, shardings
+
+
+def _micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array]:
+  """[B, ...] -> [accum, B / accum, ...] taking every accum-th example into one micro-batch.
+
+  Strided (not contiguous) slices keep each micro-batch spread over all devices that hold the
+  batch, so no device idles while another computes its micro-batch.
+  """
+  def split(x):
+    return x.reshape((x.shape[0] // accum, accum) + x.shape[1:]).swapaxes(0, 1)
+  return jax.tree.map(split, batch)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef,
+               tx: optax.GradientTransformation, schedule: optax.Schedule,
+               sc: StepConfig) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimizer update on a global batch, with `sc.accum_steps` micro-batches.
+
+  Negatives of the contrastive loss come from each micro-batch (D8). A non-finite loss or
+  gradient leaves params, optimizer, target and BatchNorm statistics untouched and is counted.
+  """
+  step_key = jax.random.fold_in(state.rng, state.step)
+  w_contrast = losses.contrastive_weight(state.step, sc.weight_contrast, sc.contrast_ramp_steps,
+                                         sc.contrast_start_weight)
+
+  def loss_fn(params, batch_stats, micro, key):
+    model = merge_model(graphdef, params, state.target, batch_stats)
+    out = model(micro["view1"], micro["view2"], rng=key, train=True)
+    total, metrics = losses.vicmae_loss(
+        out, micro["view1"], micro["view2"], patch=sc.patch, mode=sc.mode,
+        temperature=sc.temperature, weight_recon=sc.weight_recon, weight_contrast=w_contrast,
+        norm_pix=sc.norm_pix)
+    return total, (metrics, nnx.state(model, nnx.BatchStat))
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  views = {k: batch[k] for k in ("view1", "view2")}
+  if sc.accum_steps == 1:
+    (_, (metrics, new_stats)), grads = grad_fn(state.params, state.batch_stats, views, step_key)
+  else:
+    micro = _micro_batches(views, sc.accum_steps)
+
+    def body(carry, xs):
+      grad_sum, stats = carry
+      mb, i = xs
+      (_, (m, stats)), g = grad_fn(state.params, stats, mb, jax.random.fold_in(step_key, i))
+      return (jax.tree.map(jnp.add, grad_sum, g), stats), m
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    (grad_sum, new_stats), per_micro = jax.lax.scan(
+        body, (zeros, state.batch_stats), (micro, jnp.arange(sc.accum_steps)))
+    grads = jax.tree.map(lambda g: g / sc.accum_steps, grad_sum)
+    metrics = jax.tree.map(jnp.mean, per_micro)
+
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  momentum = ema.cosine_momentum(state.step, sc.total_steps, sc.ema_base, sc.ema_final)
+  new_target = (update_target(state.target, new_params, momentum) if sc.mode == "ema_target"
+                else state.target)
+
+  def keep_if_bad(new, old):
+    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+
+  bad = (~finite).astype(jnp.int32)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep_if_bad(new_params, state.params),
+      target=keep_if_bad(new_target, state.target),
+      batch_stats=keep_if_bad(new_stats, state.batch_stats),
+      opt_state=keep_if_bad(new_opt_state, state.opt_state),
+      skipped=state.skipped + bad,
+      consecutive_skipped=jnp.where(finite, 0, state.consecutive_skipped + 1))
+  metrics = dict(metrics)
+  metrics.update(
+      learning_rate=schedule(state.step), ema_momentum=momentum, grad_norm=grad_norm,
+      param_norm=optax.global_norm(new_state.params), update_skipped=bad,
+      skipped_steps=new_state.skipped, consecutive_skipped=new_state.consecutive_skipped)
+  return new_state, metrics
