@@ -7,12 +7,15 @@ checkpoints, TensorBoard logs and reconstruction PNGs in the workdir.
 
   python -m vicmae_jax.main --config=configs/demo.py --workdir=/tmp/vicmae_demo
   python -m vicmae_jax.main --config=configs/demo.py:steps=50 --workdir=/tmp/vicmae_quick
+
+Arguments (after a colon, comma-separated): steps, batch, image_size, media (a folder for the
+generated clips and photos; default WORKDIR/demo_data).
 """
 from configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, steps=300, batch=16, image_size=64)
+  args = common.parse_arg(arg, steps=300, batch=16, image_size=64, media="")
   c = common.base_config()
   c.model.update(variant="test", image_size=args.image_size, patch=8, width=128, depth=4,
                  heads=4, mlp_dim=512, decoder_width=64, decoder_depth=2, decoder_heads=4,
@@ -20,10 +23,10 @@ def get_config(arg=None):
   c.batch_size = args.batch
   c.total_steps = args.steps
   c.optim.base_lr = 1.5e-3          # a small model on a tiny dataset likes a larger lr
-  c.optim.warmup_epochs = 0.0
   c.steps_per_epoch = 10
   c.optim.warmup_epochs = 2.0
-  c.input.sources = [dict(kind="demo")]   # expanded under WORKDIR/demo_data
+  # Expanded under WORKDIR/demo_data, or under `media=DIR` (shared by several runs).
+  c.input.sources = [dict(kind="demo", path=args.media)]
   c.input.num_workers = 0
   c.input.read_threads = 2
   c.input.bad_input_min_examples = 50

@@ -42,7 +42,18 @@ def _make_iterator(config, workdir: str, batch_sharding):
                                      sharding=batch_sharding)
 
 
-def _abstract(state: TrainState, shardings) -> Any:
+def make_optimizer(config: ml_collections.ConfigDict, sched: config_lib.Schedule):
+  """(optax transformation, lr schedule) of a pretraining config."""
+  peak_lr = optim.peak_learning_rate(config.optim.base_lr, config.batch_size)
+  lr_fn = optim.learning_rate_schedule(peak_lr, sched.total_steps, sched.warmup_steps,
+                                       config.optim.min_lr)
+  tx = optim.make_optimizer(lr_fn, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
+                            weight_decay=config.optim.weight_decay,
+                            grad_clip=config.optim.grad_clip)
+  return tx, lr_fn
+
+
+def abstract_state(state: TrainState, shardings) -> Any:
   """Shape/dtype/sharding skeleton of the state: the restore target on the current mesh."""
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       state, shardings)
@@ -94,12 +105,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                sched.warmup_steps)
 
   logging.info("=== optimizer and state")
-  peak_lr = optim.peak_learning_rate(config.optim.base_lr, config.batch_size)
-  lr_fn = optim.learning_rate_schedule(peak_lr, sched.total_steps, sched.warmup_steps,
-                                       config.optim.min_lr)
-  tx = optim.make_optimizer(lr_fn, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
-                            weight_decay=config.optim.weight_decay,
-                            grad_clip=config.optim.grad_clip)
+  tx, lr_fn = make_optimizer(config, sched)
   sc = config_lib.step_config(config, model_cfg, sched.total_steps)
   graphdef, state, state_shardings = create_train_state(model_cfg, tx, config.seed, mesh,
                                                         config.mesh.fsdp_min_mb)
@@ -112,7 +118,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   ckpt.install_sigterm_handler()
-  restored = ckpt.restore_latest(_abstract(state, state_shardings), it)
+  restored = ckpt.restore_latest(abstract_state(state, state_shardings), it)
   if restored is not None:
     state, _ = restored
   first_step = int(jax.device_get(state.step))

@@ -66,18 +66,55 @@ class Block(nnx.Module):
     self.norm2 = layer_norm(dim, dtype=dtype, rngs=rngs)
     self.mlp = Mlp(dim, mlp_dim, dtype=dtype, rngs=rngs)
 
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, drop_rate: float = 0.0, rng: jax.Array | None = None
+               ) -> jax.Array:
+    """`drop_rate` > 0 with an `rng`: stochastic depth on each residual branch (fine-tuning)."""
+    if drop_rate > 0.0 and rng is not None:
+      k1, k2 = jax.random.split(rng)
+      x = x + drop_path(self.attn(self.norm1(x)), drop_rate, k1)
+      return x + drop_path(self.mlp(self.norm2(x)), drop_rate, k2)
     x = x + self.attn(self.norm1(x))
     return x + self.mlp(self.norm2(x))
 
 
-def run_blocks(blocks: nnx.List, x: jax.Array, remat: bool) -> jax.Array:
-  """Applies blocks in order, optionally rematerialising each block's activations."""
-  for block in blocks:
-    if remat:
+def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """timm DropPath: zero a whole residual branch per sample, scale survivors by 1 / keep."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return jnp.where(mask, x / keep, 0).astype(x.dtype)
+
+
+def drop_path_rates(max_rate: float, depth: int) -> list[float]:
+  """Linear over depth from 0 to `max_rate` (timm's `torch.linspace(0, rate, depth)`)."""
+  if depth == 1:
+    return [0.0]
+  return [max_rate * i / (depth - 1) for i in range(depth)]
+
+
+def _block_with_drop_path(rate: float):
+  def fn(block, h, key):
+    return block(h, rate, key)
+  return fn
+
+
+def run_blocks(blocks: nnx.List, x: jax.Array, remat: bool, drop_path_rate: float = 0.0,
+               rng: jax.Array | None = None) -> jax.Array:
+  """Applies blocks in order, optionally rematerialising each block's activations.
+
+  With `drop_path_rate` > 0 and an `rng`, block i drops its branches at the linear rate i.
+  """
+  rates = drop_path_rates(drop_path_rate, len(blocks))
+  use_dp = drop_path_rate > 0.0 and rng is not None
+  for i, block in enumerate(blocks):
+    key = jax.random.fold_in(rng, i) if use_dp else None
+    rate = rates[i] if use_dp else 0.0
+    if remat and use_dp:
+      # The rate is a Python float closed over (static); only the key is traced.
+      x = nnx.remat(_block_with_drop_path(rate))(block, x, key)
+    elif remat:
       x = nnx.remat(lambda b, h: b(h))(block, x)
     else:
-      x = block(x)
+      x = block(x, rate, key)
   return x
 
 

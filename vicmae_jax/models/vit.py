@@ -58,8 +58,12 @@ class ViTEncoder(nnx.Module):
       return self.pos_embed[...][0]
     return jnp.asarray(sincos_2d(self.cfg.width, self.cfg.grid))
 
-  def __call__(self, images: jax.Array, ids_keep: jax.Array | None = None) -> jax.Array:
-    """Encodes [N, H, W, 3] images; with `ids_keep` [N, K] only those patches. -> [N, 1 + K, D]."""
+  def __call__(self, images: jax.Array, ids_keep: jax.Array | None = None, *,
+               drop_path_rate: float = 0.0, drop_path_rng: jax.Array | None = None) -> jax.Array:
+    """Encodes [N, H, W, 3] images; with `ids_keep` [N, K] only those patches. -> [N, 1 + K, D].
+
+    `drop_path_rate` (linear over depth) applies only when `drop_path_rng` is given (training).
+    """
     pos = self.position_table()
     patches = masking.patchify(images, self.cfg.patch)
     pos_patches = jnp.broadcast_to(pos[1:], (patches.shape[0],) + pos[1:].shape)
@@ -71,7 +75,7 @@ class ViTEncoder(nnx.Module):
     x = self.patch_embed(patches) + pos_patches.astype(self.cfg.dtype)
     cls = (self.cls_token[...] + pos[:1]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
-    x = layers.run_blocks(self.blocks, x, self.cfg.remat)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat, drop_path_rate, drop_path_rng)
     return self.norm(x)
 
 

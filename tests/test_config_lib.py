@@ -1,0 +1,72 @@
+"""Config validation: every problem named at once, before anything is built or compiled."""
+import pytest
+
+from configs import common
+from vicmae_jax import config_lib, train
+
+
+def _config(**updates):
+  c = common.base_config()
+  common.tiny_overrides(c)
+  c.synthetic_data = True
+  for key, value in updates.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+@pytest.mark.parametrize("updates, message", [
+    ({"batch_size": 12}, "not divisible by the 8 devices"),
+    ({"batch_size": 16, "optim.accum_steps": 3}, "not divisible by optim.accum_steps"),
+    ({"model.mask_ratio": 1.5}, "mask_ratio must be in (0, 1)"),
+    ({"model.mask_ratio": 0.0}, "mask_ratio must be in (0, 1)"),
+    ({"model.variant": "Z/99"}, "Unknown model variant"),
+    ({"mesh.data": 3, "mesh.fsdp": 2}, "mesh data=3 x fsdp=2 != 8 devices"),
+    ({"model.contrastive_mode": "simsiam"}, "contrastive_mode"),
+])
+def test_bad_values_fail_with_a_clear_message(updates, message):
+  with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    config_lib.validate(_config(**updates), device_count=8)
+
+
+def test_all_problems_are_reported_together():
+  c = _config(batch_size=12, **{"model.mask_ratio": 2.0})
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(c, device_count=8)
+  assert "mask_ratio" in str(err.value) and "devices" in str(err.value)
+
+
+def test_missing_data_names_the_path_and_the_docs(tmp_path):
+  c = _config(synthetic_data=False)
+  c.input.sources = [dict(kind="kinetics_csv", path=str(tmp_path / "k400/train.csv"),
+                          root=str(tmp_path / "k400/videos"))]
+  with pytest.raises(config_lib.ConfigError) as err:
+    config_lib.validate(c, device_count=8)
+  msg = str(err.value)
+  assert "train.csv" in msg and "k400/videos" in msg and "docs/data.md" in msg
+
+
+def test_bad_config_fails_before_any_compile(tmp_path, monkeypatch):
+  def never(*a, **k):
+    raise AssertionError("state creation must not be reached")
+  monkeypatch.setattr(train, "create_train_state", never)
+  with pytest.raises(config_lib.ConfigError):
+    train.train_and_evaluate(_config(batch_size=12), str(tmp_path))
+
+
+def test_locked_config_rejects_a_mistyped_key():
+  c = _config()
+  c.lock()
+  with pytest.raises(AttributeError, match="modle"):
+    c.modle = 3
+  c.model.mask_ratio = 0.6  # existing keys stay overridable
+
+
+def test_schedule_lengths():
+  c = _config(total_steps=0, steps_per_epoch=0, num_epochs=2.0, batch_size=16)
+  c.optim.warmup_epochs = 0.5
+  s = config_lib.schedule(c, num_examples=160)
+  assert (s.steps_per_epoch, s.total_steps, s.warmup_steps) == (10, 20, 5)

@@ -1,0 +1,87 @@
+"""The pretraining loop end to end, in-process: artifacts, lower loss, divergence guard."""
+import json
+
+import pytest
+
+from configs import common
+from vicmae_jax import train
+
+
+def _tiny(tmp_path, steps, **updates):
+  c = common.base_config()
+  common.tiny_overrides(c, str(tmp_path / "media"))
+  c.total_steps = steps
+  c.optim.base_lr = 1.5e-2  # lr = blr * 16 / 256 ~ 1e-3: a tiny model learns in a few steps
+  c.checkpoint.every_steps = 10
+  c.image_every_steps = steps
+  for key, value in updates.items():
+    node = c
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return c
+
+
+def _losses(workdir):
+  rows = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: r["loss"] for r in rows}
+
+
+def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
+  workdir = tmp_path / "run"
+  state = train.train_and_evaluate(_tiny(tmp_path, 30), str(workdir))
+  assert int(state.step) == 30
+  losses = _losses(workdir)
+  first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (28, 29, 30)) / 3
+  assert last < 0.9 * first, losses
+  assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 30]
+  assert list(workdir.glob("events.out.tfevents.*"))
+  assert (workdir / "images" / "reconstruction_00000030.png").stat().st_size > 1000
+  row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+  for key in ("recon_loss", "contrastive_loss", "learning_rate", "ema_momentum", "grad_norm",
+              "skipped_steps", "data_wait_fraction", "steps_per_s", "images_per_s", "mfu",
+              "data/mix_demo_videos", "data/bad_fraction"):
+    assert key in row, key
+
+  # A second call finds the finished run and only resumes (no step is repeated).
+  again = train.train_and_evaluate(_tiny(tmp_path, 30), str(workdir))
+  assert int(again.step) == 30
+
+
+def test_divergence_stops_with_a_clear_message_and_a_checkpoint(tmp_path):
+  c = _tiny(tmp_path, 40, synthetic_data=True, max_consecutive_skipped=3)
+  c.optim.base_lr = 1e12  # the first update blows the weights up; every later loss is non-finite
+  c.log_every_steps = 1
+  workdir = tmp_path / "diverged"
+  with pytest.raises(train.TrainingDiverged, match="consecutive updates had a non-finite"):
+    train.train_and_evaluate(c, str(workdir))
+  saved = [int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
+  assert saved and max(saved) <= 6
+
+
+def test_export_encoder_from_a_pretraining_workdir(tmp_path):
+  import subprocess
+  import sys
+
+  import numpy as np
+  from flax import nnx
+
+  from vicmae_jax import params_io
+  from vicmae_jax.convert import load_state_dict
+
+  workdir = tmp_path / "run"
+  state = train.train_and_evaluate(_tiny(tmp_path, 2, synthetic_data=True), str(workdir))
+  out = tmp_path / "export"
+  proc = subprocess.run([sys.executable, "-m", "vicmae_jax.export", f"--workdir={workdir}",
+                         f"--out={out}", "--layouts=timm,hf"], capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  params, cfg = params_io.load_params(str(out / "encoder"))
+  assert cfg.width == 64 and sorted(params) == ["encoder"]
+  np.testing.assert_array_equal(params["encoder"]["cls_token"],
+                                np.asarray(nnx.to_pure_dict(state.params)["encoder"]["cls_token"]))
+  timm = load_state_dict(out / "encoder_timm.safetensors")
+  np.testing.assert_array_equal(timm["cls_token"], params["encoder"]["cls_token"])
+  assert "blocks.1.attn.qkv.weight" in timm and not any(k.startswith("decoder") for k in timm)
+  assert "vit.layers.0.attention.q_proj.weight" in load_state_dict(out / "encoder_hf.safetensors")

@@ -1,0 +1,1 @@
+"""Downstream evaluation: fine-tuning, linear probe, kNN and feature extraction (docs/evaluation.md)."""

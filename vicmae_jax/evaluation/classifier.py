@@ -1,0 +1,67 @@
+"""The fine-tuning / probing classifier: a ViT encoder with a linear head (SPEC.md 6.2).
+
+Readout "cls": the cls token after the encoder's final LayerNorm (the released recipe).
+Readout "mean": mean of the patch tokens, then `fc_norm` (MAE's `global_pool=True` branch; the
+mean is taken over tokens that already passed the final LayerNorm, which is then an identity-like
+extra normalisation; kept for parity with the selectable option, documented in docs/evaluation.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vicmae_jax.models import layers
+from vicmae_jax.models.config import ModelConfig
+from vicmae_jax.models.vit import ViTEncoder
+
+HEAD_INIT_STD = 2e-5
+
+
+def classifier_model_config(cfg: ModelConfig) -> ModelConfig:
+  """The encoder config for fine-tuning: trainable position table, no masking involved."""
+  return dataclasses.replace(cfg, learned_pos_embed=True).resolve()
+
+
+def readout(tokens: jax.Array, how: str) -> jax.Array:
+  """[N, 1 + L, D] encoder tokens -> [N, D] features ("cls" or "mean" over patch tokens)."""
+  if how == "cls":
+    return tokens[:, 0].astype(jnp.float32)
+  if how == "mean":
+    return jnp.mean(tokens[:, 1:].astype(jnp.float32), axis=1)
+  raise ValueError(f"readout must be 'cls' or 'mean', got {how!r}")
+
+
+class Classifier(nnx.Module):
+  """ViTEncoder + (fc_norm when mean-pooling) + Linear head with trunc-normal(2e-5) init."""
+
+  def __init__(self, cfg: ModelConfig, num_classes: int, *, readout: str = "cls",
+               drop_path_rate: float = 0.0, rngs: nnx.Rngs):
+    if readout not in ("cls", "mean"):
+      raise ValueError(f"readout must be 'cls' or 'mean', got {readout!r}")
+    self.cfg = classifier_model_config(cfg)
+    self.readout = readout
+    self.drop_path_rate = drop_path_rate
+    self.encoder = ViTEncoder(self.cfg, rngs=rngs)
+    dtype = jnp.dtype(self.cfg.dtype)
+    if readout == "mean":
+      self.fc_norm = layers.layer_norm(self.cfg.width, dtype=dtype, rngs=rngs)
+    # timm's trunc_normal_(std) truncates at +-2 (absolute), i.e. effectively a plain normal here.
+    self.head = nnx.Linear(self.cfg.width, num_classes,
+                           kernel_init=nnx.initializers.truncated_normal(HEAD_INIT_STD),
+                           bias_init=nnx.initializers.zeros_init(), dtype=dtype,
+                           param_dtype=jnp.float32, rngs=rngs)
+
+  def features(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    """[N, H, W, 3] -> [N, D] pre-head features; `rng` enables drop path (training)."""
+    tokens = self.encoder(images, drop_path_rate=self.drop_path_rate, drop_path_rng=rng)
+    feats = readout(tokens, self.readout)
+    if self.readout == "mean":
+      feats = self.fc_norm(feats)
+    return feats
+
+  def __call__(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    """Logits [N, num_classes] in float32."""
+    return self.head(self.features(images, rng)).astype(jnp.float32)

@@ -1,0 +1,65 @@
+"""Defaults shared by the evaluation configs (configs/finetune_*.py, linprobe_*.py, knn_*.py).
+
+`base_config(mode)` is the released ViT-B/16 ImageNet fine-tuning recipe (SPEC.md 6.2); the
+probe and kNN sections hold the MAE linear-probe fallback (SPEC.md 6.4) and k = 20, T = 0.07.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from configs import common
+
+
+def base_config(mode: str = "finetune") -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.mode = mode
+  # Pretraining-only sections stay (shared loaders read them) but are unused here.
+  c.num_classes = 0          # 0: from the data source
+  c.init = ml_collections.ConfigDict(dict(source="workdir", path="", layout="",
+                                          use_source_arch=True))
+  c.head = ml_collections.ConfigDict(dict(readout="cls", drop_path=0.1))
+  c.data = ml_collections.ConfigDict(dict(
+      kind="tfds", name="imagenet2012", train="train", val="validation", data_dir="",
+      image_key="image", label_key="label", threads=16, train_size=0, val_size=0, toy="color",
+      num_classes=0, size=0, seed=0))
+  c.batch_size = 1024
+  c.eval_batch_size = 1024
+  c.num_epochs = 100.0
+  c.steps_per_epoch = 0
+  c.total_steps = 0
+  c.optim = ml_collections.ConfigDict(dict(
+      base_lr=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, warmup_epochs=5.0,
+      min_lr=1e-6, layer_decay=0.65, grad_clip=0.0, accum_steps=1))
+  c.aug = ml_collections.ConfigDict(dict(
+      rand_augment_n=2, rand_augment_m=9.0, reprob=0.25, mixup=0.8, cutmix=1.0,
+      switch_prob=0.5, mix_prob=1.0, smoothing=0.1, crop_pct=0.875, scale_min=0.08))
+  c.eval_every_steps = 0      # 0: at the end only (plus once per `eval_every_steps` otherwise)
+  c.log_every_steps = 50
+  c.checkpoint.every_steps = 1000
+  c.linprobe = ml_collections.ConfigDict(dict(
+      readouts="cls,mean", epochs=90, batch_size=16384, base_lr=0.1, warmup_epochs=10,
+      weight_decay=0.0))
+  c.knn = ml_collections.ConfigDict(dict(readouts="cls,mean", k=20, temperature=0.07))
+  c.features = ml_collections.ConfigDict(dict(splits="train,val", array_record=False))
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict, data_dir: str = "") -> ml_collections.ConfigDict:
+  """A CPU smoke run: test-size ViT at 32 px on the toy set (or an image folder `data_dir`)."""
+  c.model.update(variant="test", image_size=32, width=32, depth=2, heads=2, mlp_dim=64, patch=4)
+  c.init.update(source="none")
+  if data_dir:
+    c.data.update(kind="image_folder", train=f"{data_dir}/train", val=f"{data_dir}/val")
+  else:
+    c.data.update(kind="toy", toy="color", train_size=128, val_size=60, num_classes=4, size=32)
+  c.data.threads = 1
+  c.batch_size = 16
+  c.eval_batch_size = 24   # does not divide the 60 toy validation images: exercised padding
+  c.total_steps = 20
+  c.num_epochs = 1.0
+  c.optim.warmup_epochs = 0.0
+  c.optim.base_lr = 1e-2
+  c.checkpoint.update(every_steps=10, async_save=False)
+  c.log_every_steps = 5
+  c.linprobe.update(epochs=30, batch_size=128, warmup_epochs=3)
+  return c

@@ -1,0 +1,104 @@
+"""Frozen-encoder features for a labelled split: cls and mean-pooled, every example exactly once.
+
+Output of `extract_features`: {'cls': [N, D], 'mean': [N, D], 'label': [N]} as numpy arrays, in
+source order. `save_features` writes them as .npy files and optionally as ArrayRecord.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.experimental import multihost_utils
+
+from vicmae_jax.evaluation import augment
+from vicmae_jax.evaluation import data as data_lib
+from vicmae_jax.evaluation.classifier import readout
+from vicmae_jax.models.vit import ViTEncoder
+
+
+def feature_fn(encoder: ViTEncoder):
+  """(jitted fn(state, images) -> {'cls', 'mean'}, encoder state)."""
+  graphdef, state = nnx.split(encoder)
+
+  @jax.jit
+  def fn(state, images):
+    model = nnx.merge(graphdef, state)
+    tokens = model(images)
+    return {"cls": readout(tokens, "cls"), "mean": readout(tokens, "mean")}
+  return fn, state
+
+
+def _host(x: jax.Array) -> np.ndarray:
+  if jax.process_count() > 1:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
+def extract_features(encoder: ViTEncoder, source: data_lib.LabelledSource, *, batch_size: int,
+                     image_size: int, crop_pct: float = 0.875, sharding=None,
+                     threads: int = 1) -> dict[str, np.ndarray]:
+  """Features of every example of `source` (resize + centre crop), checked to be exactly once."""
+  fn, state = feature_fn(encoder)
+  out: dict[str, list[np.ndarray]] = {"cls": [], "mean": [], "label": [], "index": []}
+  transform = lambda img: augment.eval_transform(img, size=image_size, crop_pct=crop_pct)  # noqa
+  for batch in data_lib.eval_iterator(source, batch_size, transform=transform, sharding=sharding,
+                                      threads=threads):
+    feats = fn(state, batch["image"])
+    keep = _host(batch["mask"]) > 0
+    for k in ("cls", "mean"):
+      out[k].append(_host(feats[k])[keep])
+    out["label"].append(_host(batch["label"])[keep])
+    out["index"].append(_host(batch["index"])[keep])
+  result = {k: np.concatenate(v) for k, v in out.items()}
+  index = result.pop("index")
+  if not np.array_equal(index, np.arange(len(source))):
+    raise AssertionError(f"feature extraction covered {len(index)} examples, not each of the "
+                         f"{len(source)} exactly once")
+  return result
+
+
+def save_features(directory: str, split: str, feats: dict[str, np.ndarray],
+                  array_record: bool = False) -> list[str]:
+  """Writes {split}_{cls,mean,label}.npy (and {split}_{readout}.array_record); returns paths.
+
+  ArrayRecord records are `int64 label` followed by the float32 feature vector (little-endian),
+  one record per example, in source order.
+  """
+  os.makedirs(directory, exist_ok=True)
+  paths = []
+  for key, value in feats.items():
+    path = os.path.join(directory, f"{split}_{key}.npy")
+    np.save(path, value)
+    paths.append(path)
+  if array_record:
+    from array_record.python.array_record_module import ArrayRecordWriter
+    for key in ("cls", "mean"):
+      path = os.path.join(directory, f"{split}_{key}.array_record")
+      writer = ArrayRecordWriter(path, "group_size:1")
+      for label, vec in zip(feats["label"], feats[key]):
+        writer.write(np.int64(label).tobytes() + vec.astype("<f4").tobytes())
+      writer.close()
+      paths.append(path)
+  logging.info("features of %s written: %s", split, paths)
+  return paths
+
+
+def read_array_record(path: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+  """Inverse of the ArrayRecord layout above: (features [N, dim], labels [N])."""
+  from array_record.python.array_record_module import ArrayRecordReader
+  reader = ArrayRecordReader(path)
+  records = reader.read_all()
+  reader.close()
+  labels = np.array([np.frombuffer(r[:8], np.int64)[0] for r in records])
+  feats = np.stack([np.frombuffer(r[8:], "<f4") for r in records]) if records else \
+      np.zeros((0, dim), np.float32)
+  return feats, labels
+
+
+def features_to_dict(x: Any) -> dict[str, np.ndarray]:
+  return {k: np.asarray(v) for k, v in x.items()}

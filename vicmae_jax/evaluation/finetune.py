@@ -1,0 +1,265 @@
+"""Image classification fine-tuning: `finetune(config, workdir)` (SPEC.md 6.2, released recipe).
+
+Same machinery as pretraining: ('data', 'fsdp') mesh, sharded state, `jax.jit` with explicit
+shardings and a donated state, Orbax checkpoints with the data iterator state (auto-resume),
+clu writers. Evaluation (resize + centre crop, top-1/top-5) covers the validation split exactly
+once at any batch size.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import logging
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from etils import epath
+from flax import nnx
+
+from vicmae_jax import checkpointing, config_lib, logging_utils, sharding
+from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics
+from vicmae_jax.evaluation import data as data_lib
+from vicmae_jax.evaluation.classifier import Classifier
+from vicmae_jax.models.config import ModelConfig
+
+_ARCH_FIELDS = ("variant", "width", "depth", "heads", "mlp_dim", "patch")
+
+
+@flax.struct.dataclass
+class FinetuneState:
+  step: jax.Array        # int32 scalar: optimizer updates done
+  params: nnx.State      # classifier params (encoder + fc_norm + head)
+  opt_state: Any
+  rng: jax.Array         # raw key; per-step keys (drop path) are folded in from `step`
+
+
+# --- pure pieces ----------------------------------------------------------------------------------
+def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
+  """timm SoftTargetCrossEntropy: mean over the batch of -sum(targets * log_softmax(logits))."""
+  return jnp.mean(-jnp.sum(targets * jax.nn.log_softmax(logits.astype(jnp.float32), -1), -1))
+
+
+def weight_decay_mask(params: Any) -> Any:
+  """timm: no decay on 1-D params (biases, norms) nor on pos_embed / cls_token."""
+  def keep(path, x):
+    names = [getattr(p, "key", getattr(p, "name", None)) for p in path]
+    return x.ndim >= 2 and "pos_embed" not in names and "cls_token" not in names
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make_optimizer(params: Any, schedule: optax.Schedule, *, depth: int, layer_decay_rate: float,
+                   b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                   weight_decay: float = 0.05, grad_clip: float = 0.0
+                   ) -> optax.GradientTransformation:
+  """AdamW (timm no-decay rules) with layer-wise lr decay; optional global-norm clipping."""
+  chain = [optax.clip_by_global_norm(grad_clip)] if grad_clip and grad_clip > 0 else []
+  chain.append(optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                           mask=weight_decay_mask))
+  if layer_decay_rate < 1.0:
+    chain.append(layer_decay.scale_by_tree(
+        layer_decay.layer_multipliers(params, depth, layer_decay_rate)))
+  return optax.chain(*chain)
+
+
+def train_step(state: FinetuneState, batch: dict[str, jax.Array], *, graphdef,
+               tx: optax.GradientTransformation, schedule: optax.Schedule
+               ) -> tuple[FinetuneState, dict[str, jax.Array]]:
+  """One AdamW update on soft targets (mixup / cutmix / smoothing applied on the host)."""
+  key = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params):
+    model = nnx.merge(graphdef, params, copy=True)
+    logits = model(batch["image"], rng=key)
+    return soft_cross_entropy(logits, batch["target"]), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
+  return new, {"loss": loss, "train_top1_unmixed_labels": acc,
+               "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+
+
+def eval_step(params: nnx.State, batch: dict[str, jax.Array], *, graphdef) -> dict[str, jax.Array]:
+  """Summed top-1/top-5 hits and count over the valid (unpadded) rows of one batch."""
+  model = nnx.merge(graphdef, params, copy=True)
+  logits = model(batch["image"])
+  return metrics.topk_correct(logits, batch["label"], batch["mask"])
+
+
+# --- setup helpers --------------------------------------------------------------------------------
+def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+  """The config's model, with the architecture of the init source when `init.use_source_arch`."""
+  cfg = config_lib.model_config(config)
+  if config.init.source in ("workdir", "export") and config.init.get("use_source_arch", True):
+    src = init_lib.source_model_config(config.init.source, config.init.path)
+    cfg = dataclasses.replace(cfg, **{k: getattr(src, k) for k in _ARCH_FIELDS}).resolve()
+  return cfg
+
+
+def build_classifier(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
+                     num_classes: int) -> Classifier:
+  return Classifier(model_cfg, num_classes, readout=config.head.readout,
+                    drop_path_rate=config.head.drop_path,
+                    rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
+
+
+def train_transform_fn(config, image_size: int):
+  a = config.aug
+  return functools.partial(augment.train_transform, size=image_size,
+                           rand_augment_n=a.rand_augment_n, rand_augment_m=a.rand_augment_m,
+                           reprob=a.reprob, scale=(a.scale_min, 1.0))
+
+
+def mix_fn(config, num_classes: int):
+  a = config.aug
+  return functools.partial(augment.mixup_cutmix, num_classes=num_classes, mixup_alpha=a.mixup,
+                           cutmix_alpha=a.cutmix, switch_prob=a.switch_prob, prob=a.mix_prob,
+                           smoothing=a.smoothing)
+
+
+def evaluate(eval_fn, params, source, config, image_size: int, batch_sharding) -> dict[str, float]:
+  """Top-1/top-5 (%) over every example of `source` exactly once."""
+  transform = functools.partial(augment.eval_transform, size=image_size,
+                                crop_pct=config.aug.crop_pct)
+  acc = metrics.MetricAccumulator(expected=len(source))
+  for batch in data_lib.eval_iterator(source, config.eval_batch_size, transform=transform,
+                                      sharding=batch_sharding, threads=config.data.threads):
+    acc.add(eval_fn(params, {k: batch[k] for k in ("image", "label", "mask")}))
+  return acc.result()
+
+
+def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
+  problems = []
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] % device_count:
+      problems.append(f"{name} {config[name]} is not divisible by the {device_count} devices")
+  if config.head.readout not in ("cls", "mean"):
+    problems.append(f"head.readout must be cls or mean, got {config.head.readout!r}")
+  if config.init.source not in init_lib.SOURCES:
+    problems.append(f"init.source must be one of {init_lib.SOURCES}")
+  if config.init.source != "none" and not config.init.path:
+    problems.append(f"init.source {config.init.source!r} needs init.path")
+  if problems:
+    raise config_lib.ConfigError("Invalid config:\n  " + "\n  ".join(problems))
+
+
+# --- the loop -------------------------------------------------------------------------------------
+def finetune(config: ml_collections.ConfigDict, workdir: str,
+             stop_after_steps: int | None = None) -> dict[str, Any]:
+  """Fine-tunes (resuming from `workdir`); returns {'state', 'eval' (final metrics), 'init'}.
+
+  `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
+  """
+  workdir = str(workdir)
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  lead = jax.process_index() == 0
+  checkpointing.quiet_orbax_logs()
+  validate(config, jax.device_count())
+
+  logging.info("=== data")
+  train_src = data_lib.build_source(config.data.to_dict(), "train")
+  val_src = data_lib.build_source(config.data.to_dict(), "val")
+  num_classes = config.num_classes or train_src.num_classes
+  model_cfg = resolve_model_config(config)
+  image_size = model_cfg.image_size
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  batch_sharding = sharding.batch_sharding(mesh)
+  it = data_lib.TrainIterator(train_src, config.batch_size, config.seed,
+                              transform=train_transform_fn(config, image_size),
+                              mix=mix_fn(config, num_classes), sharding=batch_sharding,
+                              threads=config.data.threads)
+  per_epoch = config.steps_per_epoch or max(len(train_src) // config.batch_size, 1)
+  total = config.total_steps or int(round(config.num_epochs * per_epoch))
+  warmup = min(int(round(config.optim.warmup_epochs * per_epoch)), max(total - 1, 0))
+  logging.info("%d train / %d val examples, %d classes; %d steps/epoch, %d steps, %d warm-up",
+               len(train_src), len(val_src), num_classes, per_epoch, total, warmup)
+
+  logging.info("=== model and optimizer")
+  model = build_classifier(config, model_cfg, num_classes)
+  ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
+                                    every_steps=config.checkpoint.every_steps,
+                                    keep=config.checkpoint.keep,
+                                    async_save=config.checkpoint.async_save)
+  resuming = bool(ckpt.all_steps())
+  report = None
+  if not resuming:
+    report = init_lib.init_encoder(model, config.init.source, config.init.path,
+                                   config.init.get("layout") or None)
+  graphdef, params = nnx.split(model, nnx.Param)
+  peak_lr = config.optim.base_lr * config.batch_size / 256.0
+  lr_fn = optax.warmup_cosine_decay_schedule(0.0, peak_lr, warmup, max(total, warmup + 1),
+                                             config.optim.min_lr)
+  tx = make_optimizer(params, lr_fn, depth=model_cfg.depth,
+                      layer_decay_rate=config.optim.layer_decay, b1=config.optim.b1,
+                      b2=config.optim.b2, eps=config.optim.eps,
+                      weight_decay=config.optim.weight_decay, grad_clip=config.optim.grad_clip)
+
+  def init_state(params):
+    return FinetuneState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                         rng=jax.random.PRNGKey(config.seed + 1))
+
+  abstract = jax.eval_shape(init_state, params)
+  shardings = sharding.tree_shardings(abstract, mesh, config.mesh.fsdp_min_mb)
+  state = jax.jit(init_state, out_shardings=shardings)(params)
+  del params
+  restored = ckpt.restore_latest(
+      jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
+                   shardings), it)
+  if restored is not None:
+    state, _ = restored
+  first_step = int(jax.device_get(state.step))
+  if lead:
+    logging_utils.log_parameter_overview(state.params)
+
+  replicated = sharding.replicated(mesh)
+  step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn),
+                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
+                    donate_argnums=0)
+  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
+                    in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
+  writer, jsonl = logging_utils.create_writers(workdir)
+  config_dict = config.to_dict()
+
+  logging.info("=== fine-tune from step %d of %d", first_step, total)
+  step, result = first_step, {}
+  while step < total:
+    batch = next(it)
+    state, m = step_fn(state, {k: batch[k] for k in ("image", "target", "label")})
+    step += 1
+    if step % config.log_every_steps == 0 or step == total:
+      scalars = {k: float(v) for k, v in jax.device_get(m).items()}
+      if lead:
+        writer.write_scalars(step, scalars)
+        jsonl.write(step, scalars)
+        logging.info("step %d/%d %s", step, total,
+                     " ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+    if (config.eval_every_steps and step % config.eval_every_steps == 0) or step == total:
+      result = evaluate(eval_fn, state.params, val_src, config, image_size, batch_sharding)
+      scalars = {f"val_{k}": v for k, v in result.items()}
+      if lead:
+        writer.write_scalars(step, scalars)
+        jsonl.write(step, scalars)
+        logging.info("eval at step %d: %s", step, scalars)
+    ckpt.save(step, state, it, config_dict)
+    if step < total and (ckpt.should_stop(step) or step == stop_after_steps):
+      ckpt.save(step, state, it, config_dict, force=True)
+      break
+  if step == total and not result:
+    result = evaluate(eval_fn, state.params, val_src, config, image_size, batch_sharding)
+  ckpt.save(step, state, it, config_dict, force=True)
+  ckpt.close()
+  writer.flush()
+  writer.close()
+  it.close()
+  if lead and result:
+    (epath.Path(workdir) / "eval_results.json").write_text(json.dumps(
+        {"step": step, **result}, indent=2))
+  return {"state": state, "eval": result, "init": report, "step": step}

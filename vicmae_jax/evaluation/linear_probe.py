@@ -1,0 +1,129 @@
+"""Linear probe, MAE recipe (SPEC.md 6.4): frozen features -> BatchNorm(affine=False, eps 1e-6)
+-> Linear, trained with LARS (momentum 0.9, trust 0.001, no wd / no LARS scaling on <= 1-D),
+lr = blr * batch / 256, warm-up + cosine.
+
+The fast probe caches the encoder features once (no augmentation) and trains the head on them,
+which turns a 90-epoch probe into seconds of head training; see docs/evaluation.md.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+BN_EPS = 1e-6
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+  epochs: int = 90
+  batch_size: int = 16384
+  base_lr: float = 0.1
+  warmup_epochs: int = 10
+  weight_decay: float = 0.0
+  momentum: float = 0.9
+  trust_coefficient: float = 0.001
+  bn_momentum: float = 0.9    # Flax convention (torch 0.1)
+  seed: int = 0
+
+
+def init_head(key: jax.Array, dim: int, num_classes: int) -> tuple[dict, dict]:
+  """(params, batch statistics) of BN(no affine) + Linear; head trunc-normal std 0.01 as MAE."""
+  kernel = 0.01 * jax.random.truncated_normal(key, -2.0, 2.0, (dim, num_classes), jnp.float32)
+  params = {"kernel": kernel, "bias": jnp.zeros((num_classes,), jnp.float32)}
+  stats = {"mean": jnp.zeros((dim,), jnp.float32), "var": jnp.ones((dim,), jnp.float32)}
+  return params, stats
+
+
+def head_apply(params: dict, stats: dict, x: jax.Array, *, train: bool,
+               momentum: float = 0.9) -> tuple[jax.Array, dict]:
+  """Logits and updated running statistics (unchanged when not training). Pure."""
+  x = x.astype(jnp.float32)
+  if train:
+    mean, var = jnp.mean(x, axis=0), jnp.var(x, axis=0)
+    n = x.shape[0]
+    new_stats = {"mean": momentum * stats["mean"] + (1 - momentum) * mean,
+                 "var": momentum * stats["var"] + (1 - momentum) * var * n / max(n - 1, 1)}
+  else:
+    mean, var, new_stats = stats["mean"], stats["var"], stats
+  y = (x - mean) * jax.lax.rsqrt(var + BN_EPS)
+  return y @ params["kernel"] + params["bias"], new_stats
+
+
+def make_lars(cfg: ProbeConfig, steps_per_epoch: int) -> tuple[optax.GradientTransformation,
+                                                                 optax.Schedule]:
+  peak = cfg.base_lr * cfg.batch_size / 256.0
+  total = max(cfg.epochs * steps_per_epoch, 1)
+  warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+  sched = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1), 0.0)
+  mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731 - MAE's LARS exclusions
+  tx = optax.lars(sched, weight_decay=cfg.weight_decay, weight_decay_mask=mask,
+                  trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=mask,
+                  momentum=cfg.momentum)
+  return tx, sched
+
+
+def _loss(params, stats, x, y, momentum):
+  logits, new_stats = head_apply(params, stats, x, train=True, momentum=momentum)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  return loss, new_stats
+
+
+@functools.partial(jax.jit, static_argnames=("tx", "momentum"))
+def _step(params, stats, opt_state, x, y, *, tx, momentum):
+  (loss, stats), grads = jax.value_and_grad(_loss, has_aux=True)(params, stats, x, y, momentum)
+  updates, opt_state = tx.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), stats, opt_state, loss
+
+
+def train_probe(feats: np.ndarray, labels: np.ndarray, num_classes: int,
+                cfg: ProbeConfig) -> tuple[dict, dict, list[float]]:
+  """Trains the probe head on cached [N, D] features; returns (params, stats, epoch losses).
+
+  Batches drop the remainder (static shapes); a batch larger than N uses all of N.
+  """
+  n = len(feats)
+  bs = min(cfg.batch_size, n)
+  steps = max(n // bs, 1)
+  tx, _ = make_lars(dataclasses.replace(cfg, batch_size=bs), steps)
+  params, stats = init_head(jax.random.PRNGKey(cfg.seed), feats.shape[-1], num_classes)
+  opt_state = tx.init(params)
+  rng = np.random.default_rng(cfg.seed)
+  losses = []
+  for _ in range(cfg.epochs):
+    perm = rng.permutation(n)
+    total = 0.0
+    for s in range(steps):
+      idx = perm[s * bs:(s + 1) * bs]
+      params, stats, opt_state, loss = _step(params, stats, opt_state, jnp.asarray(feats[idx]),
+                                             jnp.asarray(labels[idx]), tx=tx,
+                                             momentum=cfg.bn_momentum)
+      total += float(loss)
+    losses.append(total / steps)
+  return params, stats, losses
+
+
+def evaluate_probe(params: dict, stats: dict, feats: np.ndarray, labels: np.ndarray
+                   ) -> dict[str, float]:
+  """Top-1 / top-5 (%) of the probe on every example of [N, D] features."""
+  logits, _ = head_apply(params, stats, jnp.asarray(feats), train=False)
+  order = np.argsort(-np.asarray(logits), axis=-1)
+  labels = np.asarray(labels)
+  k5 = min(5, order.shape[-1])
+  return {"top1": 100.0 * float(np.mean(order[:, 0] == labels)),
+          "top5": 100.0 * float(np.mean(np.any(order[:, :k5] == labels[:, None], axis=-1))),
+          "num_examples": float(len(labels))}
+
+
+def probe(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
+          num_classes: int, cfg: ProbeConfig) -> dict[str, Any]:
+  """Train on cached train features, evaluate on val features: metrics + the final train loss."""
+  params, stats, losses = train_probe(train[0], train[1], num_classes, cfg)
+  out: dict[str, Any] = evaluate_probe(params, stats, val[0], val[1])
+  out["train_loss"] = losses[-1] if losses else float("nan")
+  return out
