@@ -30,7 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from bench.common import matmul_peak_flops, xla_flops  # noqa: E402
 from vicmae_jax import flops, optim, sharding  # noqa: E402
-from vicmae_jax.logging_utils import _PEAK_BF16_FLOPS  # noqa: E402
+from vicmae_jax.logging_utils import PEAK_BF16_FLOPS  # noqa: E402
 from vicmae_jax.models import model_config  # noqa: E402
 from vicmae_jax.models.config import ModelConfig  # noqa: E402
 from vicmae_jax.train_state import StepConfig, create_train_state, train_step  # noqa: E402
@@ -42,7 +42,7 @@ TOTAL_STEPS = 10_000
 def bf16_peak() -> tuple[float | None, str]:
   """Dense bf16 datasheet peak of the first device, or None on CPU / unknown chips."""
   kind = jax.devices()[0].device_kind
-  for key, peak in _PEAK_BF16_FLOPS:
+  for key, peak in PEAK_BF16_FLOPS:
     if key.lower() in kind.lower():
       return peak, kind
   return None, kind
@@ -111,8 +111,15 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
   tstep = TorchStep(cfg, args.pairs) if with_torch else None
   # The peak is measured right before and after the steps, so every ratio compares figures
   # taken under the same load (the box is shared and noisy); the best of the two is the peak.
-  peak = matmul_peak_flops()
-  jt, tt = [], []
+  peak_dtype = jnp.dtype(args.dtype)
+  peak = matmul_peak_flops(dtype=peak_dtype)
+  # On a shared box the load can change between the peak measurements and the steps, so a
+  # matmul probe also runs between steps: MFU "during" compares figures taken under one load.
+  probe_n = 2048
+  a = jax.random.normal(jax.random.key(0), (probe_n, probe_n), peak_dtype)
+  mm = jax.jit(jnp.matmul)
+  jax.block_until_ready(mm(a, a))
+  jt, tt, pt = [], [], []
   for i in range(args.warmup + args.steps):
     # Alternate which side goes first, so neither always runs right after the other's cache use.
     order = [(jstep, jt), (tstep, tt)] if i % 2 == 0 else [(tstep, tt), (jstep, jt)]
@@ -122,13 +129,18 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
       secs = timed(step)
       if i >= args.warmup:
         times.append(secs)
-  peak = max(peak, matmul_peak_flops())
+    if i >= args.warmup:
+      pt.append(timed(lambda: jax.block_until_ready(mm(a, a))))
+  peak = max(peak, matmul_peak_flops(dtype=peak_dtype))
 
   images = 2 * args.pairs
   analytic = flops.train_flops_per_pair(cfg) * args.pairs
   model_flops = jstep.flops if jstep.flops else analytic
   j_secs = statistics.median(jt)
-  print(f"{tag}_matmul_peak_gflops_fp32: {peak / 1e9:.1f}")
+  short = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}[peak_dtype.name]
+  print(f"{tag}_matmul_peak_gflops_{short}: {peak / 1e9:.1f}")
+  peak_during = 2 * probe_n**3 / statistics.median(pt)
+  print(f"{tag}_matmul_gflops_{short}_during_steps: {peak_during / 1e9:.1f}")
   print(f"{tag}_jax_compile_seconds: {jstep.compile_seconds:.1f}")
   print(f"{tag}_jax_step_seconds: {j_secs:.3f}")
   print(f"{tag}_jax_step_cv: {cv(jt):.3f}")
@@ -139,6 +151,7 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
     print(f"{tag}_xla_over_analytic: {jstep.flops / analytic:.3f}")
   print(f"{tag}_jax_model_gflops: {model_flops / j_secs / 1e9:.1f}")
   print(f"{tag}_jax_mfu_vs_matmul_peak: {model_flops / j_secs / peak:.3f}")
+  print(f"{tag}_jax_mfu_vs_matmul_during_steps: {model_flops / j_secs / peak_during:.3f}")
   if bf16:
     print(f"{tag}_jax_mfu_vs_bf16_peak: {model_flops / j_secs / bf16:.3f}")
   if tstep is not None:
@@ -148,6 +161,7 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
     print(f"{tag}_torch_images_per_s: {images / t_secs:.2f}")
     print(f"{tag}_torch_model_gflops: {tstep.flops / t_secs / 1e9:.1f}")
     print(f"{tag}_torch_mfu_vs_matmul_peak: {tstep.flops / t_secs / peak:.3f}")
+    print(f"{tag}_torch_mfu_vs_matmul_during_steps: {tstep.flops / t_secs / peak_during:.3f}")
     print(f"{tag}_jax_over_torch: {t_secs / j_secs:.2f}")
   sys.stdout.flush()
 

@@ -63,8 +63,6 @@ def _models(mode: str, with_ours: bool = True):
   sd = {k: v.numpy() for k, v in ref.mae.state_dict().items()}
   report = load_pytorch_weights(ours, sd)
   assert report.parts == ("encoder", "decoder") and not report.notes
-  # The importer leaves read-only numpy leaves; train-mode BatchNorm writes its statistics.
-  nnx.update(ours, jax.tree.map(jnp.asarray, nnx.state(ours)))
   _copy_head(ref.projector, ours.projector)
   if ref.ema:
     _copy_head(ref.predictor, ours.predictor)

@@ -9,12 +9,7 @@ def _config(**updates):
   c = common.base_config()
   common.tiny_overrides(c)
   c.synthetic_data = True
-  for key, value in updates.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
+  c.update_from_flattened_dict(updates)
   return c
 
 

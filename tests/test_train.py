@@ -14,12 +14,7 @@ def _tiny(tmp_path, steps, **updates):
   c.optim.base_lr = 1.5e-2  # lr = blr * 16 / 256 ~ 1e-3: a tiny model learns in a few steps
   c.checkpoint.every_steps = 10
   c.image_every_steps = steps
-  for key, value in updates.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
+  c.update_from_flattened_dict(updates)
   return c
 
 
@@ -30,8 +25,10 @@ def _losses(workdir):
 
 def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
   workdir = tmp_path / "run"
-  state = train.train_and_evaluate(_tiny(tmp_path, 30), str(workdir))
+  state = train.train_and_evaluate(
+      _tiny(tmp_path, 30, **{"profile.start_step": 5, "profile.num_steps": 2}), str(workdir))
   assert int(state.step) == 30
+  assert list((workdir / "profile").rglob("*.xplane.pb")), "profiler trace missing"
   losses = _losses(workdir)
   first, last = sum(losses[s] for s in (1, 2, 3)) / 3, sum(losses[s] for s in (28, 29, 30)) / 3
   assert last < 0.9 * first, losses

@@ -12,7 +12,7 @@ import numpy as np
 from etils import epath
 
 # Dense bf16 peaks per chip (PERF.md 4.1-4.2), keyed by substrings of `device_kind`.
-_PEAK_BF16_FLOPS = (
+PEAK_BF16_FLOPS = (
     ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("V100", 125e12),
     ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
     ("TPU v5", 459e12), ("TPU v4", 275e12), ("TPU v3", 123e12),
@@ -38,7 +38,7 @@ def device_peak_flops() -> tuple[float, str]:
   a matmul measured now on CPU."""
   device = jax.devices()[0]
   kind = getattr(device, "device_kind", "")
-  for key, peak in _PEAK_BF16_FLOPS:
+  for key, peak in PEAK_BF16_FLOPS:
     if key.lower() in kind.lower():
       return peak, f"{kind} bf16 datasheet"
   if device.platform == "cpu":

@@ -63,6 +63,13 @@ def main(argv) -> None:
   if config.mode == "pretrain":
     from vicmae_jax import train
     train.train_and_evaluate(config, FLAGS.workdir)
+  elif config.mode == "finetune":
+    from vicmae_jax.evaluation import finetune
+    finetune.finetune(config, FLAGS.workdir)
+  elif config.mode in ("linprobe", "knn", "extract_features"):
+    from vicmae_jax.evaluation import runners
+    {"linprobe": runners.linprobe, "knn": runners.knn,
+     "extract_features": runners.extract}[config.mode](config, FLAGS.workdir)
   else:
     raise app.UsageError(f"Unknown config.mode {config.mode!r}.")
 

@@ -29,7 +29,8 @@ def load_pytorch_weights(model: nnx.Module, source: str | os.PathLike | dict, *,
       if part in report.parts:
         pure["target"][part] = jax.tree.map(np.copy, pure[part])
   model_state = nnx.state(model)
-  nnx.replace_by_pure_dict(model_state, pure)
+  # Device arrays: numpy leaves would be read-only and BatchNorm updates its statistics in place.
+  nnx.replace_by_pure_dict(model_state, jax.tree.map(jax.numpy.asarray, pure))
   nnx.update(model, model_state)
   return report
 
