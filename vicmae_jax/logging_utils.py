@@ -137,6 +137,22 @@ class Throughput:
     return out
 
 
+def aggregate_over_processes(scalars: Mapping[str, float]) -> dict[str, float]:
+  """Global data metrics from per-process ones: counts summed, fractions and ratios averaged.
+
+  A collective: every process must call it at the same step (the trainer's log steps).
+  """
+  if jax.process_count() == 1 or not scalars:
+    return dict(scalars)
+  from jax.experimental import multihost_utils
+  keys = sorted(scalars)
+  gathered = np.asarray(multihost_utils.process_allgather(
+      np.array([scalars[k] for k in keys], np.float64)))  # [processes, keys]
+  averaged = ("fraction", "/mix_")  # equal per-process batches: the mean is the global value
+  return {k: float(gathered[:, i].mean() if any(a in k for a in averaged) else gathered[:, i].sum())
+          for i, k in enumerate(keys)}
+
+
 def progress_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
   eta = scalars.get("eta_hours", float("nan"))
   return (f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) loss {scalars['loss']:.4f} "

@@ -165,7 +165,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
     if step % config.log_every_steps == 0 or step == sched.total_steps:
       scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
       scalars.update(throughput.metrics(step))
-      scalars.update(getattr(it, "metrics", dict)())
+      scalars.update(logging_utils.aggregate_over_processes(getattr(it, "metrics", dict)()))
       if lead:
         writer.write_scalars(step, scalars)
         jsonl.write(step, scalars)

@@ -105,6 +105,17 @@ def test_mixing_ratio_follows_weights(video_folder, image_folder):
     assert 1 <= b['is_video'].sum() <= 3
 
 
+def test_every_process_gets_the_configured_mix(video_folder, image_folder):
+  """A strided process slice would alias with the v, i, v, i interleave (one source each)."""
+  cfg = _config(video_folder, image_folder)
+  for p in range(2):
+    it = data.make_pretrain_iterator(cfg, global_batch_size=16, seed=0, process_index=p,
+                                     process_count=2)
+    for b in _take(it, 3):
+      assert 2 <= b['is_video'].sum() <= 6, (p, b['is_video'])
+    assert data.data_metrics(it)['data/mix_vid'] == pytest.approx(0.5, abs=0.1)
+
+
 def test_natural_proportions_when_weights_are_absent(video_folder, image_folder):
   cfg = _config(video_folder, image_folder)
   for s in cfg['sources']:

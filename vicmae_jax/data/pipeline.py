@@ -3,7 +3,7 @@
     per source: index range -> shuffle(seed) -> repeat (reshuffled every epoch)
     mix(sources, weights)                       # deterministic interleave at the configured ratio
     random_map(load + two-view augment)         # Grain's per-index RNG: exact replay on resume
-    [process_index::process_count]              # disjoint per-process shards
+    ProcessBlocks(process_index, process_count) # a contiguous block of every global batch
     to_iter_dataset -> batch(drop_remainder) -> flatten k -> mp_prefetch(workers)
     PretrainIterator: bad-input monitor, optional global jax.Array assembly with device prefetch
 
@@ -137,6 +137,39 @@ def build_sources(config: Any) -> tuple[list[sources_lib.PairSource], list[str],
   return srcs, names, weights
 
 
+class ProcessBlocks(grain.MapDataset):
+  """This process's share of every global batch: a contiguous block of `block` elements.
+
+  A strided slice `[p::P]` would alias with the mixture's interleave (sources alternate
+  v, i, v, i, ...), giving each process one source only; contiguous blocks keep every process's
+  share at the configured ratio. Blocks of consecutive global batches are disjoint and together
+  cover the stream, as a strided slice does.
+  """
+
+  def __init__(self, parent: grain.MapDataset, block: int, index: int, count: int):
+    super().__init__(parent)
+    self._block, self._index, self._count = block, index, count
+    self._length = len(parent) // count
+
+  def __len__(self) -> int:
+    return self._length
+
+  def _global(self, j: int) -> int:
+    window, offset = divmod(j, self._block)
+    return (window * self._count + self._index) * self._block + offset
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self._global(index)]
+
+  def _getitems(self, indices: Sequence[int]):
+    return self._parent._getitems([self._global(j) for j in indices])  # pylint: disable=protected-access
+
+  def __str__(self) -> str:
+    return f"ProcessBlocks(block={self._block}, {self._index} of {self._count})"
+
+
 def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: Sequence[float], *,
                  global_batch_size: int, seed: int, process_index: int, process_count: int):
   """The Grain IterDataset of per-process batches (bookkeeping fields included)."""
@@ -156,9 +189,10 @@ def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: S
   video_aug = augment.AugmentConfig(size=image_aug.size, uint8_output=image_aug.uint8_output,
                                     spatial_only=bool(_get(config, 'video_spatial_only')))
   loader = LoadAndAugment(srcs, image_aug, video_aug, k, int(_get(config, 'bad_input_max_retries')))
-  # The per-index RNG is drawn before the process slice, so every example's randomness is a
+  # The per-index RNG is drawn before the process split, so every example's randomness is a
   # function of its global index only (the same across process counts and worker counts).
-  ds = mixed.random_map(loader, seed=seed % 2**32)[process_index::process_count]
+  ds = ProcessBlocks(mixed.random_map(loader, seed=seed % 2**32), local // k, process_index,
+                     process_count)
   threads = int(_get(config, 'read_threads'))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                             prefetch_buffer_size=max(4 * threads, 2)))
