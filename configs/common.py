@@ -74,6 +74,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.num_image_examples = 4
   c.profile = ml_collections.ConfigDict(dict(start_step=10, num_steps=0))
   c.max_consecutive_skipped = 5
+  # In-loop kNN (k = 20, temperature-weighted votes) on a labelled split every N steps, so the
+  # curves show representation quality as pretraining goes; 0 = off. `data` is a labelled
+  # source spec of vicmae_jax/evaluation/data.py (image_folder, tfds or toy); keep it small.
+  c.knn_eval = ml_collections.ConfigDict(dict(
+      every_steps=0, batch_size=64, k=20, temperature=0.07,
+      data=dict(kind="image_folder", train="", val="")))
   return c
 
 

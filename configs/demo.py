@@ -35,4 +35,8 @@ def get_config(arg=None):
   c.log_every_steps = 10
   c.image_every_steps = 100
   c.num_image_examples = 6
+  # In-loop kNN on a small labelled toy task (colour classes; the tests make the same data).
+  c.knn_eval.update(every_steps=150, batch_size=16,
+                    data=dict(kind="toy", toy="color", train_size=64, val_size=48,
+                              size=args.image_size, num_classes=4))
   return c

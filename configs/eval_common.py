@@ -69,3 +69,16 @@ def tiny(c: ml_collections.ConfigDict, data_dir: str = "") -> ml_collections.Con
   # lr 6.4 and trust 1e-3 become ~200 steps here, so the tiny probe uses a larger trust ratio.
   c.linprobe.update(epochs=100, batch_size=128, warmup_epochs=5, base_lr=1.0, trust_coefficient=0.1)
   return c
+
+
+def apply_data_args(c: ml_collections.ConfigDict, args: ml_collections.ConfigDict
+                    ) -> ml_collections.ConfigDict:
+  """`data=DIR` (an ImageNet-layout folder with train/ and val/) and the `tiny` switch, shared by
+  the image evaluation configs; `tiny` keeps an explicit `init=...,path=...`."""
+  if args.data:
+    c.data.update(kind="image_folder", train=f"{args.data}/train", val=f"{args.data}/val")
+  if args.tiny:
+    tiny(c, args.data)
+    if args.path:
+      c.init.update(source=args.init, path=args.path)
+  return c

@@ -54,6 +54,8 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_iter: Any | None, config: dict | None,
            force: bool = False) -> bool:
     """Saves if `step` is on the interval (or `force`); asynchronous unless configured not to."""
+    if not force and step % self.every_steps:
+      return False
     if self._manager.latest_step() == step:
       return False  # already saved (e.g. the interval save of the final step)
     items = {STATE: ocp.args.StandardSave(state)}
@@ -61,9 +63,7 @@ class Checkpointer:
       items[DATA] = grain.checkpoint.CheckpointSave(data_iter)
     if config is not None:
       items[CONFIG] = ocp.args.JsonSave(config)
-    if not force and step % self.every_steps:
-      return False
-    # Our own interval test (Orbax would also save the very first step of a run).
+    # Our own interval test above (Orbax would also save the very first step of a run).
     saved = self._manager.save(step, args=ocp.args.Composite(**items), force=True)
     if saved:
       logging.info("checkpoint: saving step %d to %s", step, self.directory)
@@ -125,14 +125,21 @@ class Checkpointer:
     if threading.current_thread() is threading.main_thread():
       signal.signal(signal.SIGTERM, handler)
 
-  def should_stop(self, step: int) -> bool:
-    """True on every process once any process was asked to stop (SIGTERM or preemption)."""
-    stop = self._sigterm.is_set()
+  def should_stop(self, step: int, sync_every: int = 10) -> bool:
+    """True on every process once any process was asked to stop (SIGTERM or preemption).
+
+    Orbax's preemption notice is already agreed across processes (JAX's preemption sync
+    manager). A local SIGTERM is shared with an all-gather, but only every `sync_every` steps:
+    a host collective on every step would stall the asynchronous dispatch of the train step.
+    """
     try:
-      stop = stop or self._manager.reached_preemption(step)
+      if self._manager.reached_preemption(step):
+        return True
     except Exception:  # no preemption service (plain single-process runs)
       pass
-    if jax.process_count() > 1:
-      # Every process must save the same step, so agree on the decision.
-      stop = bool(multihost_utils.process_allgather(stop).any())
-    return stop
+    if jax.process_count() == 1:
+      return self._sigterm.is_set()
+    if step % sync_every:
+      return False
+    # Every process must save the same step, so agree on the decision.
+    return bool(multihost_utils.process_allgather(self._sigterm.is_set()).any())

@@ -42,6 +42,23 @@ def _make_iterator(config, workdir: str, batch_sharding):
                                      sharding=batch_sharding)
 
 
+def _knn_splits(config):
+  """Labelled (train, val) sources for the in-loop kNN, built once; None when it is off."""
+  if not config.knn_eval.every_steps:
+    return None
+  from vicmae_jax.evaluation import data as eval_data
+  spec = config.knn_eval.data.to_dict()
+  return eval_data.build_source(spec, "train"), eval_data.build_source(spec, "val")
+
+
+def _knn_eval(state: TrainState, model_cfg, splits, mesh, kc) -> dict[str, float]:
+  """kNN top-1/top-5 (%) of the online encoder's cls and mean-pooled features; every process
+  takes part (features are gathered across processes)."""
+  from vicmae_jax.evaluation import runners
+  return runners.knn_eval(state.params["encoder"], model_cfg, *splits, batch_size=kc.batch_size,
+                          mesh=mesh, k=kc.k, temperature=kc.temperature)
+
+
 def make_optimizer(config: ml_collections.ConfigDict, sched: config_lib.Schedule):
   """(optax transformation, lr schedule) of a pretraining config."""
   peak_lr = optim.peak_learning_rate(config.optim.base_lr, config.batch_size)
@@ -99,6 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   logging.info("=== data")
   it = _make_iterator(config, workdir, batch_sharding)
+  knn_splits = _knn_splits(config)
   sched = config_lib.schedule(config, getattr(it, "num_examples", None))
   logging.info("%d examples per epoch -> %d steps/epoch, %d steps, %d warm-up",
                getattr(it, "num_examples", 0), sched.steps_per_epoch, sched.total_steps,
@@ -162,8 +180,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       jax.profiler.stop_trace()
       logging.info("profile of steps %s written to %s", profile_range, profile_dir)
 
-    if step % config.log_every_steps == 0 or step == sched.total_steps:
+    knn = {}
+    if knn_splits and (step % config.knn_eval.every_steps == 0 or step == sched.total_steps):
+      knn = _knn_eval(state, model_cfg, knn_splits, mesh, config.knn_eval)
+      if lead:
+        logging.info("step %d kNN: %s", step, ", ".join(f"{k} {v:.1f}" for k, v in knn.items()))
+
+    if step % config.log_every_steps == 0 or step == sched.total_steps or knn:
       scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
+      scalars.update(knn)
       scalars.update(throughput.metrics(step))
       scalars.update(logging_utils.aggregate_over_processes(getattr(it, "metrics", dict)()))
       if lead:
@@ -190,7 +215,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
         visualize.save_png(image, epath.Path(workdir) / "images" / f"reconstruction_{step:08d}.png")
 
     ckpt.save(step, state, it, config_dict)
-    if step < sched.total_steps and ckpt.should_stop(step):
+    if step < sched.total_steps and ckpt.should_stop(step, sync_every=config.log_every_steps):
       stopped_early = True
       break
     if step < sched.total_steps:

@@ -81,7 +81,7 @@ left=()
 while ((remaining > 0)); do
   finished=""
   if wait -n -p finished "${pids[@]}"; then rc=0; else rc=$?; fi
-  if [[ -z "$finished" ]]; then
+  if [[ -z "${finished:-}" ]]; then
     continue  # woken by a trapped signal; keep waiting for the children to exit
   fi
   remaining=$((remaining - 1))

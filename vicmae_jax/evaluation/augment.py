@@ -1,7 +1,7 @@
 """Host-side (numpy / PIL) fine-tuning augmentations, following timm's `create_transform` recipe.
 
-RandAugment here is a reduced version of timm's `rand-m9-mstd0.5-inc1`: the same op set minus
-nothing but timm's exact magnitude tables for posterize/solarize-add (see docs/evaluation.md);
+RandAugment here is a reduced version of timm's `rand-m9-mstd0.5-inc1`: 14 of timm's 16 ops
+(SolarizeAdd and the plain non-increasing variants are left out) with timm's magnitude ranges;
 each of `n` ops is applied with probability 0.5 at a magnitude drawn from N(m, mstd) clipped to
 [0, 10], with "increasing" semantics (larger magnitude = stronger). Mixup / CutMix are timm's
 `Mixup(mode='batch')` with label smoothing folded into the soft targets.
@@ -96,10 +96,11 @@ def random_erasing(x: np.ndarray, rng: np.random.Generator, *, prob: float = 0.2
 
 def train_transform(img: np.ndarray, rng: np.random.Generator, *, size: int,
                     rand_augment_n: int = 2, rand_augment_m: float = 9.0,
-                    reprob: float = 0.25, scale: tuple[float, float] = (0.08, 1.0)) -> np.ndarray:
+                    reprob: float = 0.25, scale: tuple[float, float] = (0.08, 1.0),
+                    hflip: bool = True) -> np.ndarray:
   """RRC + flip + RandAugment + normalise + random erasing -> float32 HxWx3."""
   x = base_aug.random_resized_crop(img, rng, size, scale, (3 / 4, 4 / 3))
-  if rng.random() < 0.5:
+  if hflip and rng.random() < 0.5:
     x = x[:, ::-1]
   if rand_augment_n > 0:
     x = rand_augment(np.ascontiguousarray(x), rng, num_ops=rand_augment_n,
@@ -148,14 +149,14 @@ def mixup_cutmix(images: np.ndarray, labels: np.ndarray, rng: np.random.Generato
               else rng.beta(mixup_alpha, mixup_alpha))
   flipped = images[::-1]
   if use_cutmix:
-    h, w = images.shape[1:3]
+    h, w = images.shape[-3:-1]  # images [B, H, W, C] or clips [B, T, H, W, C]
     cut = math.sqrt(1.0 - lam)
     ch, cw = int(h * cut), int(w * cut)
     cy, cx = int(rng.integers(0, h)), int(rng.integers(0, w))
     y0, y1 = np.clip(cy - ch // 2, 0, h), np.clip(cy + ch // 2, 0, h)
     x0, x1 = np.clip(cx - cw // 2, 0, w), np.clip(cx + cw // 2, 0, w)
     images = images.copy()
-    images[:, y0:y1, x0:x1] = flipped[:, y0:y1, x0:x1]
+    images[..., y0:y1, x0:x1, :] = flipped[..., y0:y1, x0:x1, :]
     lam = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)  # correct lambda by the real box area
   else:
     images = lam * images + (1.0 - lam) * flipped

@@ -1,9 +1,9 @@
 """The fine-tuning / probing classifier: a ViT encoder with a linear head (SPEC.md 6.2).
 
 Readout "cls": the cls token after the encoder's final LayerNorm (the released recipe).
-Readout "mean": mean of the patch tokens, then `fc_norm` (MAE's `global_pool=True` branch; the
-mean is taken over tokens that already passed the final LayerNorm, which is then an identity-like
-extra normalisation; kept for parity with the selectable option, documented in docs/evaluation.md).
+Readout "mean": mean of the patch tokens, then `fc_norm` (MAE's `global_pool=True` branch). Our
+encoder always applies its final LayerNorm, so the mean is over normalised tokens and fc_norm
+normalises again, where MAE pools before the final norm (docs/evaluation.md).
 """
 from __future__ import annotations
 

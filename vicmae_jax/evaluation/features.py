@@ -5,12 +5,12 @@ source order. `save_features` writes them as .npy files and optionally as ArrayR
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -21,16 +21,21 @@ from vicmae_jax.evaluation.classifier import readout
 from vicmae_jax.models.vit import ViTEncoder
 
 
-def feature_fn(encoder: ViTEncoder):
-  """(jitted fn(state, images) -> {'cls', 'mean'}, encoder state)."""
-  graphdef, state = nnx.split(encoder)
-
+@functools.lru_cache(maxsize=16)
+def _jitted_features(graphdef):
+  # One jitted function per architecture, so repeated calls (in-loop kNN) reuse the compilation.
   @jax.jit
   def fn(state, images):
     model = nnx.merge(graphdef, state)
     tokens = model(images)
     return {"cls": readout(tokens, "cls"), "mean": readout(tokens, "mean")}
-  return fn, state
+  return fn
+
+
+def feature_fn(encoder: ViTEncoder):
+  """(jitted fn(state, images) -> {'cls', 'mean'}, encoder state)."""
+  graphdef, state = nnx.split(encoder)
+  return _jitted_features(graphdef), state
 
 
 def _host(x: jax.Array) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Image classification fine-tuning: `finetune(config, workdir)` (SPEC.md 6.2, released recipe).
+"""Image and video classification fine-tuning: `finetune(config, workdir)` (SPEC.md 6.2, 6.3).
+
+Images: the released recipe. Videos (`config.video.enabled`): the image encoder inflated to
+t = 2 tubelets with separable space-time positions (evaluation/video.py), one clip per video in
+training, spatial x temporal views averaged per video at test.
 
 Same machinery as pretraining: ('data', 'fsdp') mesh, sharded state, `jax.jit` with explicit
 shardings and a donated state, Orbax checkpoints with the data iterator state (auto-resume),
@@ -23,8 +27,9 @@ from etils import epath
 from flax import nnx
 
 from vicmae_jax import checkpointing, config_lib, logging_utils, sharding
-from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics
+from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_data
 from vicmae_jax.evaluation import data as data_lib
+from vicmae_jax.evaluation import video as video_lib
 from vicmae_jax.evaluation.classifier import Classifier
 from vicmae_jax.models.config import ModelConfig
 
@@ -46,10 +51,11 @@ def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
 
 
 def weight_decay_mask(params: Any) -> Any:
-  """timm: no decay on 1-D params (biases, norms) nor on pos_embed / cls_token."""
+  """timm: no decay on 1-D params (biases, norms) nor on pos_embed(_*) / cls_token."""
   def keep(path, x):
     names = [getattr(p, "key", getattr(p, "name", None)) for p in path]
-    return x.ndim >= 2 and "pos_embed" not in names and "cls_token" not in names
+    return (x.ndim >= 2 and "cls_token" not in names
+            and not any(str(n).startswith("pos_embed") for n in names))
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
@@ -115,7 +121,8 @@ def train_transform_fn(config, image_size: int):
   a = config.aug
   return functools.partial(augment.train_transform, size=image_size,
                            rand_augment_n=a.rand_augment_n, rand_augment_m=a.rand_augment_m,
-                           reprob=a.reprob, scale=(a.scale_min, 1.0))
+                           reprob=a.reprob, scale=(a.scale_min, 1.0),
+                           hflip=a.get("hflip", True))
 
 
 def mix_fn(config, num_classes: int):
@@ -136,6 +143,57 @@ def evaluate(eval_fn, params, source, config, image_size: int, batch_sharding) -
   return acc.result()
 
 
+def is_video(config: ml_collections.ConfigDict) -> bool:
+  return bool(config.get("video") and config.video.enabled)
+
+
+def video_kwargs(config) -> dict[str, Any]:
+  v = config.video
+  return dict(num_frames=v.num_frames, stride=v.stride, sampling=v.sampling)
+
+
+def build_video_model(config, model_cfg: ModelConfig, num_classes: int):
+  """VideoClassifier with the image encoder of `config.init` inflated to tubelets."""
+  model = video_lib.VideoClassifier(model_cfg, num_classes, num_frames=config.video.num_frames,
+                                    tubelet=config.video.tubelet,
+                                    drop_path_rate=config.head.drop_path,
+                                    rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
+  if config.init.source == "none":
+    return model, None
+  image = build_classifier(config, model_cfg, 1)
+  report = init_lib.init_encoder(image, config.init.source, config.init.path,
+                                 config.init.get("layout") or None)
+  encoder = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(image.encoder, nnx.Param)))
+  loaded = video_lib.init_from_image_encoder(model, encoder)
+  logging.info("video model initialised from the image encoder: %s", loaded)
+  return model, report
+
+
+def evaluate_video(logits_fn, params, source, config, image_size: int, batch_sharding
+                   ) -> dict[str, float]:
+  """Per-video accuracy over spatial x temporal views, every view exactly once."""
+  v = config.video
+  expected = v.test_spatial * v.test_temporal
+  all_logits, all_ids, labels = [], [], {}
+  for batch in video_data.view_batches(source, config.eval_batch_size, sharding=batch_sharding,
+                                       size=image_size, spatial=v.test_spatial,
+                                       temporal=v.test_temporal, **video_kwargs(config)):
+    logits = np.asarray(jax.device_get(logits_fn(params, batch["image"])))
+    mask = np.asarray(jax.device_get(batch["mask"])) > 0
+    ids = np.asarray(jax.device_get(batch["video"]))[mask]
+    all_logits.append(logits[mask])
+    all_ids.append(ids)
+    labels.update(zip(ids.tolist(), np.asarray(jax.device_get(batch["label"]))[mask].tolist()))
+  ids = np.concatenate(all_ids)
+  if len(ids) != len(source) * expected:
+    raise AssertionError(f"evaluated {len(ids)} views, expected {len(source)} x {expected}")
+  out = video_lib.aggregate_views(np.concatenate(all_logits), ids, labels,
+                                  expected_views=expected)
+  out["top1"], out["top5"] = out["video_top1"], out["video_top5"]
+  out["num_examples"] = out["num_videos"]
+  return out
+
+
 def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
   problems = []
   for name in ("batch_size", "eval_batch_size"):
@@ -149,6 +207,12 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     problems.append(f"init.source {config.init.source!r} needs init.path")
   if problems:
     raise config_lib.ConfigError("Invalid config:\n  " + "\n  ".join(problems))
+
+
+def _with_source(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict(config.to_dict())
+  c.init.source = source
+  return c
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -165,15 +229,22 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   validate(config, jax.device_count())
 
   logging.info("=== data")
-  train_src = data_lib.build_source(config.data.to_dict(), "train")
-  val_src = data_lib.build_source(config.data.to_dict(), "val")
+  video = is_video(config)
+  build = video_data.build_video_source if video else data_lib.build_source
+  train_src = build(config.data.to_dict(), "train")
+  val_src = build(config.data.to_dict(), "val")
   num_classes = config.num_classes or train_src.num_classes
   model_cfg = resolve_model_config(config)
   image_size = model_cfg.image_size
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   batch_sharding = sharding.batch_sharding(mesh)
-  it = data_lib.TrainIterator(train_src, config.batch_size, config.seed,
-                              transform=train_transform_fn(config, image_size),
+  if video:
+    transform = functools.partial(video_data.train_clip_transform, size=image_size,
+                                  scale=(config.aug.scale_min, 1.0),
+                                  hflip=config.aug.get("hflip", True), **video_kwargs(config))
+  else:
+    transform = train_transform_fn(config, image_size)
+  it = data_lib.TrainIterator(train_src, config.batch_size, config.seed, transform=transform,
                               mix=mix_fn(config, num_classes), sharding=batch_sharding,
                               threads=config.data.threads)
   per_epoch = config.steps_per_epoch or max(len(train_src) // config.batch_size, 1)
@@ -183,16 +254,21 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                len(train_src), len(val_src), num_classes, per_epoch, total, warmup)
 
   logging.info("=== model and optimizer")
-  model = build_classifier(config, model_cfg, num_classes)
   ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
                                     every_steps=config.checkpoint.every_steps,
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   resuming = bool(ckpt.all_steps())
   report = None
-  if not resuming:
-    report = init_lib.init_encoder(model, config.init.source, config.init.path,
-                                   config.init.get("layout") or None)
+  if video:
+    # On resume the checkpoint overwrites everything, so skip reading the init source.
+    model, report = build_video_model(_with_source(config, "none") if resuming else config,
+                                      model_cfg, num_classes)
+  else:
+    model = build_classifier(config, model_cfg, num_classes)
+    if not resuming:
+      report = init_lib.init_encoder(model, config.init.source, config.init.path,
+                                     config.init.get("layout") or None)
   graphdef, params = nnx.split(model, nnx.Param)
   peak_lr = config.optim.base_lr * config.batch_size / 256.0
   lr_fn = optax.warmup_cosine_decay_schedule(0.0, peak_lr, warmup, max(total, warmup + 1),
@@ -225,6 +301,13 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                     donate_argnums=0)
   eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
                     in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
+  logits_fn = jax.jit(lambda p, x: nnx.merge(graphdef, p, copy=True)(x),
+                      in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
+
+  def run_eval(params):
+    if video:
+      return evaluate_video(logits_fn, params, val_src, config, image_size, batch_sharding)
+    return evaluate(eval_fn, params, val_src, config, image_size, batch_sharding)
   writer, jsonl = logging_utils.create_writers(workdir)
   config_dict = config.to_dict()
 
@@ -242,7 +325,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
         logging.info("step %d/%d %s", step, total,
                      " ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
     if (config.eval_every_steps and step % config.eval_every_steps == 0) or step == total:
-      result = evaluate(eval_fn, state.params, val_src, config, image_size, batch_sharding)
+      result = run_eval(state.params)
       scalars = {f"val_{k}": v for k, v in result.items()}
       if lead:
         writer.write_scalars(step, scalars)
@@ -253,7 +336,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
       ckpt.save(step, state, it, config_dict, force=True)
       break
   if step == total and not result:
-    result = evaluate(eval_fn, state.params, val_src, config, image_size, batch_sharding)
+    result = run_eval(state.params)
   ckpt.save(step, state, it, config_dict, force=True)
   ckpt.close()
   writer.flush()

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from typing import Any
@@ -51,7 +52,10 @@ def _flat(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:
 
 
 def _normalise_keys(tree: Any) -> Any:
-  """Orbax / JSON round trips turn list indices into strings; make them ints again."""
+  """Orbax / JSON round trips turn list indices into strings; make them ints again. A saved
+  nnx.State keeps each Variable as {'value': array}; unwrap those."""
+  if isinstance(tree, dict) and set(tree) == {"value"} and not isinstance(tree["value"], dict):
+    return tree["value"]
   if isinstance(tree, dict):
     return {(int(k) if isinstance(k, str) and k.isdigit() else k): _normalise_keys(v)
             for k, v in tree.items()}
@@ -104,31 +108,41 @@ def _host_abstract(meta: Any) -> Any:
   return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta)
 
 
+def _restore_encoder(step_dir: epath.Path) -> dict:
+  """Only `state.params['encoder']` of one checkpoint step, onto one local device."""
+  path = os.fspath(step_dir / checkpointing.STATE)
+  with ocp.PyTreeCheckpointer() as ckptr:
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    target = {"params": {"encoder": _host_abstract(tree["params"]["encoder"])}}
+    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  return jax.tree.map(np.asarray, restored["params"]["encoder"])
+
+
 def read_workdir_encoder(workdir: str) -> tuple[dict, ModelConfig, int]:
-  """(pure encoder params, model config, step) from the newest readable pretraining checkpoint."""
+  """(pure encoder params, model config, step) from the newest readable pretraining checkpoint.
+
+  Reads the checkpoint folders directly (no optimizer state or mesh needed), falling back to
+  older steps when the newest is unreadable.
+  """
   directory = epath.Path(workdir) / "checkpoints"
-  manager = ocp.CheckpointManager(directory, item_names=(checkpointing.STATE, checkpointing.CONFIG))
-  steps = sorted(manager.all_steps())
+  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
+      if directory.exists() else []
   if not steps:
     raise FileNotFoundError(f"No checkpoints in {directory}.")
   last_error = None
   for step in reversed(steps):
+    step_dir = directory / str(step)
     try:
-      meta = manager.item_metadata(step)[checkpointing.STATE]
-      meta = getattr(meta, "tree", meta)
-      params_meta = {"params": {"encoder": meta["params"]["encoder"]}}
-      restored = manager.restore(step, args=ocp.args.Composite(**{
-          checkpointing.STATE: ocp.args.PyTreeRestore(
-              item=_host_abstract(params_meta), partial_restore=True),
-          checkpointing.CONFIG: ocp.args.JsonRestore()}))
-      enc = jax.tree.map(np.asarray, restored[checkpointing.STATE]["params"]["encoder"])
-      cfg = config_lib.model_config(ml_collections.ConfigDict(restored[checkpointing.CONFIG]))
-      manager.close()
-      return enc, cfg, step
+      config = json.loads((step_dir / checkpointing.CONFIG / "metadata").read_text())
+      cfg = config_lib.model_config(ml_collections.ConfigDict(config))
+      return _restore_encoder(step_dir), cfg, step
     except Exception as e:  # a torn checkpoint: fall back to the previous one, and say so
       logging.warning("step %d of %s unreadable (%s); trying the previous one", step, directory, e)
       last_error = e
-  manager.close()
   raise RuntimeError(f"No readable checkpoint in {directory}") from last_error
 
 

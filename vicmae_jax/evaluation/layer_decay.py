@@ -1,6 +1,6 @@
 """Layer-wise learning-rate decay (BEiT / MAE `lr_decay.py`, SPEC.md 6.2 and 9 #13).
 
-Layer ids: cls_token, pos_embed, patch_embed -> 0; blocks.i -> i + 1; everything else (final
+Layer ids: cls_token, pos_embed(_spatial/_temporal/_class), patch_embed -> 0; blocks.i -> i + 1; everything else (final
 norm, fc_norm, head) -> depth + 1. Multiplier = decay ** (depth + 1 - id).
 """
 from __future__ import annotations
@@ -21,12 +21,12 @@ def _key_name(entry: Any) -> Any:
 def layer_id(path: tuple, depth: int) -> int:
   """Layer id of a parameter from its tree path (names as in `Classifier`)."""
   names = [_key_name(p) for p in path]
-  if "encoder" in names:
-    rest = names[names.index("encoder") + 1:]
-    if rest and rest[0] in ("cls_token", "pos_embed", "patch_embed"):
-      return 0
-    if rest and rest[0] == "blocks":
-      return int(rest[1]) + 1
+  # Image classifier params live under "encoder"; the video classifier's at the top level.
+  rest = names[names.index("encoder") + 1:] if "encoder" in names else names
+  if rest and (rest[0] in ("cls_token", "patch_embed") or str(rest[0]).startswith("pos_embed")):
+    return 0
+  if rest and rest[0] == "blocks":
+    return int(rest[1]) + 1
   return depth + 1
 
 

@@ -1,0 +1,155 @@
+"""The frozen-encoder modes of `vicmae_jax.main`: `linprobe`, `knn`, `extract_features`, and the
+in-loop `knn_eval` for pretraining.
+
+Each mode builds the encoder (architecture from the init source when it stores one), loads the
+weights, extracts cls and mean-pooled features of the train and val splits exactly once, and
+writes its metrics to the workdir (TensorBoard + metrics.jsonl + a JSON results file).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from etils import epath
+from flax import nnx
+
+from vicmae_jax import logging_utils, sharding
+from vicmae_jax.evaluation import data as data_lib
+from vicmae_jax.evaluation import features as features_lib
+from vicmae_jax.evaluation import finetune, init as init_lib, knn as knn_lib, linear_probe
+from vicmae_jax.models.config import ModelConfig
+from vicmae_jax.models.vit import ViTEncoder
+
+
+def _readouts(spec: str) -> list[str]:
+  out = [r.strip() for r in spec.split(",") if r.strip()]
+  bad = [r for r in out if r not in ("cls", "mean")]
+  if bad:
+    raise ValueError(f"readouts must be cls and/or mean, got {bad}")
+  return out
+
+
+def load_encoder(config: ml_collections.ConfigDict) -> tuple[ViTEncoder, ModelConfig,
+                                                             init_lib.InitReport]:
+  """The initialised encoder of `config.init` (a frozen classifier's encoder)."""
+  model_cfg = finetune.resolve_model_config(config)
+  model = finetune.build_classifier(config, model_cfg, 1)
+  report = init_lib.init_encoder(model, config.init.source, config.init.path,
+                                 config.init.get("layout") or None)
+  return model.encoder, model.cfg, report
+
+
+def split_features(config, encoder: ViTEncoder, image_size: int, split: str,
+                   source: data_lib.LabelledSource | None = None) -> dict[str, np.ndarray]:
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  source = source or data_lib.build_source(config.data.to_dict(), split)
+  return features_lib.extract_features(
+      encoder, source, batch_size=config.eval_batch_size, image_size=image_size,
+      crop_pct=config.aug.crop_pct, sharding=sharding.batch_sharding(mesh),
+      threads=config.data.threads)
+
+
+def _write(workdir: str, name: str, results: dict[str, Any]) -> None:
+  if jax.process_index() != 0:
+    return
+  writer, jsonl = logging_utils.create_writers(workdir)
+  scalars = {k: float(v) for k, v in results.items() if isinstance(v, (int, float))}
+  writer.write_scalars(0, scalars)
+  jsonl.write(0, scalars)
+  writer.flush()
+  writer.close()
+  (epath.Path(workdir) / f"{name}_results.json").write_text(json.dumps(results, indent=2))
+  logging.info("%s results: %s", name, results)
+
+
+def linprobe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Fast linear probe (cached features, MAE recipe head + LARS) on each readout."""
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  encoder, cfg, report = load_encoder(config)
+  train = split_features(config, encoder, cfg.image_size, "train")
+  val = split_features(config, encoder, cfg.image_size, "val")
+  num_classes = config.num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
+  lp = config.linprobe
+  probe_cfg = linear_probe.ProbeConfig(epochs=lp.epochs, batch_size=lp.batch_size,
+                                       base_lr=lp.base_lr, warmup_epochs=lp.warmup_epochs,
+                                       weight_decay=lp.weight_decay,
+                                       trust_coefficient=lp.trust_coefficient, seed=config.seed)
+  results: dict[str, Any] = {"init": report.summary()}
+  for r in _readouts(lp.readouts):
+    m = linear_probe.probe((train[r], train["label"]), (val[r], val["label"]), num_classes,
+                           probe_cfg)
+    results.update({f"linprobe_{r}_{k}": v for k, v in m.items()})
+  _write(workdir, "linprobe", results)
+  return results
+
+
+def knn(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Weighted kNN (k, temperature from config.knn) on each readout."""
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  encoder, cfg, report = load_encoder(config)
+  train = split_features(config, encoder, cfg.image_size, "train")
+  val = split_features(config, encoder, cfg.image_size, "val")
+  num_classes = config.num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
+  results: dict[str, Any] = {"init": report.summary()}
+  for r in _readouts(config.knn.readouts):
+    m = knn_lib.knn_classify(train[r], train["label"], val[r], val["label"],
+                             num_classes=num_classes, k=config.knn.k,
+                             temperature=config.knn.temperature)
+    results.update({f"{r}_{k}": v for k, v in m.items()})
+  _write(workdir, "knn", results)
+  return results
+
+
+def extract(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[str]]:
+  """Writes WORKDIR/features/{split}_{cls,mean,label}.npy (+ .array_record if configured)."""
+  encoder, cfg, report = load_encoder(config)
+  logging.info(report.summary())
+  out = {}
+  for split in [s.strip() for s in config.features.splits.split(",") if s.strip()]:
+    feats = split_features(config, encoder, cfg.image_size, split)
+    if jax.process_index() == 0:
+      out[split] = features_lib.save_features(str(epath.Path(workdir) / "features"), split, feats,
+                                              config.features.array_record)
+  return out
+
+
+def knn_eval(encoder_params: Any, model_cfg: ModelConfig, train_split: data_lib.LabelledSource,
+             val_split: data_lib.LabelledSource, *, batch_size: int, mesh=None, k: int = 20,
+             temperature: float = 0.07, readouts: tuple[str, ...] = ("cls", "mean"),
+             crop_pct: float = 0.875, num_classes: int | None = None) -> dict[str, float]:
+  """In-loop kNN of a pretraining encoder: {'knn_cls_top1', 'knn_mean_top1', ...} in percent.
+
+  Args:
+    encoder_params: the encoder's params, e.g. `state.params['encoder']` of the pretraining
+      TrainState (an nnx.State, sharded or not) or the matching pure dict.
+    model_cfg: the pretraining ModelConfig (fixed sin-cos positions are rebuilt from it).
+    train_split, val_split: labelled sources (`evaluation.data.build_source(spec, split)`);
+      build them once, outside the training loop.
+    batch_size: global feature-extraction batch, divisible by the device count.
+    mesh: the training mesh (batches are sharded over it); None = no explicit sharding.
+  """
+  abstract = nnx.eval_shape(lambda: ViTEncoder(model_cfg, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(abstract)
+  pure = encoder_params if isinstance(encoder_params, dict) else nnx.to_pure_dict(encoder_params)
+  nnx.replace_by_pure_dict(state, pure)
+  encoder = nnx.merge(graphdef, state)
+  batch_sharding = sharding.batch_sharding(mesh) if mesh is not None else None
+  train = features_lib.extract_features(encoder, train_split, batch_size=batch_size,
+                                        image_size=model_cfg.image_size, crop_pct=crop_pct,
+                                        sharding=batch_sharding)
+  val = features_lib.extract_features(encoder, val_split, batch_size=batch_size,
+                                      image_size=model_cfg.image_size, crop_pct=crop_pct,
+                                      sharding=batch_sharding)
+  n_cls = num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
+  out = {}
+  for r in readouts:
+    m = knn_lib.knn_classify(train[r], train["label"], val[r], val["label"], num_classes=n_cls,
+                             k=k, temperature=temperature)
+    out.update({f"knn_{r}_top1": m["knn_top1"], f"knn_{r}_top5": m["knn_top5"]})
+  return out
+
+
