@@ -66,13 +66,19 @@ def _write(workdir: str, name: str, results: dict[str, Any]) -> None:
   logging.info("%s results: %s", name, results)
 
 
-def linprobe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Fast linear probe (cached features, MAE recipe head + LARS) on each readout."""
+def _frozen_features(config: ml_collections.ConfigDict, workdir: str):
+  """(train features, val features, number of classes, init report) of the configured encoder."""
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   encoder, cfg, report = load_encoder(config)
   train = split_features(config, encoder, cfg.image_size, "train")
   val = split_features(config, encoder, cfg.image_size, "val")
   num_classes = config.num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
+  return train, val, num_classes, report
+
+
+def linprobe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Fast linear probe (cached features, MAE recipe head + LARS) on each readout."""
+  train, val, num_classes, report = _frozen_features(config, workdir)
   lp = config.linprobe
   probe_cfg = linear_probe.ProbeConfig(epochs=lp.epochs, batch_size=lp.batch_size,
                                        base_lr=lp.base_lr, warmup_epochs=lp.warmup_epochs,
@@ -89,11 +95,7 @@ def linprobe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
 def knn(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Weighted kNN (k, temperature from config.knn) on each readout."""
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  encoder, cfg, report = load_encoder(config)
-  train = split_features(config, encoder, cfg.image_size, "train")
-  val = split_features(config, encoder, cfg.image_size, "val")
-  num_classes = config.num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
+  train, val, num_classes, report = _frozen_features(config, workdir)
   results: dict[str, Any] = {"init": report.summary()}
   for r in _readouts(config.knn.readouts):
     m = knn_lib.knn_classify(train[r], train["label"], val[r], val["label"],
