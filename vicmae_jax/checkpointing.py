@@ -10,13 +10,16 @@
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import threading
 from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
@@ -143,3 +146,62 @@ class Checkpointer:
       return False
     # Every process must save the same step, so agree on the decision.
     return bool(multihost_utils.process_allgather(self._sigterm.is_set()).any())
+
+
+def plain_tree(tree: Any) -> Any:
+  """A restored nnx.State as a pure dict: {'value': array} unwrapped, list indices as ints."""
+  if isinstance(tree, dict) and set(tree) == {"value"} and not isinstance(tree["value"], dict):
+    return tree["value"]
+  if isinstance(tree, dict):
+    return {(int(k) if isinstance(k, str) and k.isdigit() else k): plain_tree(v)
+            for k, v in tree.items()}
+  return tree
+
+
+def _read_subtree(step_dir: epath.Path, keys: tuple[str, ...]) -> dict:
+  """Only `state[keys[0]][keys[1]]...` of one checkpoint step, onto one local device."""
+  path = os.fspath(step_dir / STATE)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with ocp.PyTreeCheckpointer() as ckptr:
+    meta = ckptr.metadata(path)
+    tree = getattr(meta, "item_metadata", meta)
+    tree = getattr(tree, "tree", tree)
+    for key in keys:
+      tree = tree[key]
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+    for key in reversed(keys):
+      target = {key: target}
+    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  for key in keys:
+    restored = restored[key]
+  return plain_tree(jax.tree.map(np.asarray, restored))
+
+
+def read_state_subtree(workdir: str, keys: tuple[str, ...], step: int | None = None
+                       ) -> tuple[dict, dict, int]:
+  """(one subtree of a run's saved TrainState as a pure numpy dict, the run's config, step).
+
+  Reads the newest readable checkpoint (or `step`) directly: no optimizer state, no mesh, no
+  config file needed, e.g. `keys=("params", "encoder")` for the online encoder or
+  `("target", "target", "encoder")` for its EMA target. Falls back past unreadable steps.
+  """
+  directory = epath.Path(workdir) / "checkpoints"
+  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
+      if directory.exists() else []
+  if step is not None:
+    steps = [s for s in steps if s == step]
+  if not steps:
+    raise FileNotFoundError(f"No checkpoint{'' if step is None else f' at step {step}'} in {directory}.")
+  last_error = None
+  for s in reversed(steps):
+    step_dir = directory / str(s)
+    try:
+      config = json.loads((step_dir / CONFIG / "metadata").read_text())
+      return _read_subtree(step_dir, keys), config, s
+    except Exception as e:  # a torn checkpoint: fall back to the previous one, and say so
+      logging.warning("checkpoint: step %d in %s is unreadable (%s); trying the previous one",
+                      s, directory, e)
+      last_error = e
+  raise RuntimeError(f"No readable checkpoint in {directory}.") from last_error

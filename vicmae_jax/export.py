@@ -12,54 +12,30 @@ from __future__ import annotations
 import logging
 import os
 
-import jax
 import ml_collections
-import numpy as np
 from absl import app, flags
 from etils import epath
-from flax import nnx
 
-from vicmae_jax import checkpointing, config_lib, params_io, sharding
+from vicmae_jax import checkpointing, config_lib, params_io
 from vicmae_jax.convert import export_state_dict, save_safetensors
-
-
-def restore_pretraining(workdir: str, step: int | None = None):
-  """(state on this host's first device, resolved ModelConfig, ConfigDict) of a pretraining run.
-
-  The config stored in the checkpoint rebuilds the exact state structure (optimizer included),
-  so any run can be restored without its config file.
-  """
-  from vicmae_jax import train
-  from vicmae_jax.train_state import create_train_state
-  ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"), every_steps=1)
-  steps = ckpt.all_steps()
-  if not steps:
-    raise FileNotFoundError(f"No checkpoint under {workdir}/checkpoints.")
-  step = steps[-1] if step is None else step
-  config = ml_collections.ConfigDict(ckpt.restore_config(step))
-  model_cfg = config_lib.model_config(config)
-  sched = config_lib.schedule(config, None)
-  tx, _ = train.make_optimizer(config, sched)
-  mesh = sharding.make_mesh(data=1, fsdp=1, devices=jax.local_devices()[:1])
-  abstract = jax.eval_shape(
-      lambda: create_train_state(model_cfg, tx, config.seed, mesh)[1])
-  shardings = sharding.tree_shardings(abstract, mesh)
-  state = ckpt._restore(step, train.abstract_state(abstract, shardings), None)
-  ckpt.close()
-  return state, model_cfg, config, step
 
 
 def export_encoder(workdir: str, out: str, *, step: int | None = None, weights: str = "online",
                    layouts: tuple[str, ...] = ("timm",)) -> dict[str, str]:
-  """Writes the encoder of `workdir`'s newest (or given) checkpoint; returns the paths written."""
-  state, model_cfg, _, step = restore_pretraining(workdir, step)
-  if weights == "target":
-    if model_cfg.contrastive_mode != "ema_target":
-      raise ValueError("weights=target needs an ema_target run.")
-    encoder = nnx.to_pure_dict(state.target)["target"]["encoder"]
-  else:
-    encoder = nnx.to_pure_dict(state.params)["encoder"]
-  params = {"encoder": jax.tree.map(np.asarray, encoder)}
+  """Writes the encoder of `workdir`'s newest (or given) checkpoint; returns the paths written.
+
+  Only the encoder is read from the checkpoint (no optimizer state); the run's own saved config
+  gives the architecture, so no config file is needed.
+  """
+  keys = {"online": ("params", "encoder"), "target": ("target", "target", "encoder")}[weights]
+  try:
+    encoder, config, step = checkpointing.read_state_subtree(workdir, keys, step)
+  except RuntimeError as e:
+    if weights == "target":
+      raise ValueError(f"weights=target needs an ema_target run ({e}).") from e
+    raise
+  model_cfg = config_lib.model_config(ml_collections.ConfigDict(config))
+  params = {"encoder": encoder}
   out_dir = epath.Path(out)
   out_dir.mkdir(parents=True, exist_ok=True)
   written = {"orbax": os.fspath(out_dir / "encoder")}

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from typing import Any
@@ -15,8 +14,6 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
-from etils import epath
 from flax import nnx
 
 from vicmae_jax import checkpointing, config_lib, params_io
@@ -51,17 +48,6 @@ def _flat(tree: dict, prefix: tuple = ()) -> dict[tuple, Any]:
   return out
 
 
-def _normalise_keys(tree: Any) -> Any:
-  """Orbax / JSON round trips turn list indices into strings; make them ints again. A saved
-  nnx.State keeps each Variable as {'value': array}; unwrap those."""
-  if isinstance(tree, dict) and set(tree) == {"value"} and not isinstance(tree["value"], dict):
-    return tree["value"]
-  if isinstance(tree, dict):
-    return {(int(k) if isinstance(k, str) and k.isdigit() else k): _normalise_keys(v)
-            for k, v in tree.items()}
-  return tree
-
-
 def copy_encoder(model: nnx.Module, encoder_params: dict, source: str, path: str,
                  step: int | None = None) -> InitReport:
   """Writes a pure encoder dict into `model.encoder`; a position table of another grid is resized.
@@ -69,7 +55,7 @@ def copy_encoder(model: nnx.Module, encoder_params: dict, source: str, path: str
   Raises ValueError on shape mismatches or on keys the model does not have.
   """
   target = nnx.to_pure_dict(nnx.state(model.encoder, nnx.Param))
-  flat_t, flat_s = _flat(target), _flat(_normalise_keys(encoder_params))
+  flat_t, flat_s = _flat(target), _flat(checkpointing.plain_tree(encoder_params))
   problems, loaded = [], []
   for key, value in flat_s.items():
     name = "/".join(map(str, key))
@@ -102,48 +88,10 @@ def copy_encoder(model: nnx.Module, encoder_params: dict, source: str, path: str
   return report
 
 
-def _host_abstract(meta: Any) -> Any:
-  """Checkpoint metadata -> ShapeDtypeStruct targets on one local device (no mesh needed)."""
-  dev = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=dev), meta)
-
-
-def _restore_encoder(step_dir: epath.Path) -> dict:
-  """Only `state.params['encoder']` of one checkpoint step, onto one local device."""
-  path = os.fspath(step_dir / checkpointing.STATE)
-  with ocp.PyTreeCheckpointer() as ckptr:
-    meta = ckptr.metadata(path)
-    tree = getattr(meta, "item_metadata", meta)
-    tree = getattr(tree, "tree", tree)
-    target = {"params": {"encoder": _host_abstract(tree["params"]["encoder"])}}
-    restored = ckptr.restore(path, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
-  return jax.tree.map(np.asarray, restored["params"]["encoder"])
-
-
 def read_workdir_encoder(workdir: str) -> tuple[dict, ModelConfig, int]:
-  """(pure encoder params, model config, step) from the newest readable pretraining checkpoint.
-
-  Reads the checkpoint folders directly (no optimizer state or mesh needed), falling back to
-  older steps when the newest is unreadable.
-  """
-  directory = epath.Path(workdir) / "checkpoints"
-  steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
-      if directory.exists() else []
-  if not steps:
-    raise FileNotFoundError(f"No checkpoints in {directory}.")
-  last_error = None
-  for step in reversed(steps):
-    step_dir = directory / str(step)
-    try:
-      config = json.loads((step_dir / checkpointing.CONFIG / "metadata").read_text())
-      cfg = config_lib.model_config(ml_collections.ConfigDict(config))
-      return _restore_encoder(step_dir), cfg, step
-    except Exception as e:  # a torn checkpoint: fall back to the previous one, and say so
-      logging.warning("step %d of %s unreadable (%s); trying the previous one", step, directory, e)
-      last_error = e
-  raise RuntimeError(f"No readable checkpoint in {directory}") from last_error
+  """(pure encoder params, model config, step) from the newest readable pretraining checkpoint."""
+  encoder, config, step = checkpointing.read_state_subtree(workdir, ("params", "encoder"))
+  return encoder, config_lib.model_config(ml_collections.ConfigDict(config)), step
 
 
 def read_export_encoder(directory: str) -> tuple[dict, ModelConfig]:
