@@ -33,16 +33,24 @@ def base_config(mode: str = "finetune") -> ml_collections.ConfigDict:
   c.aug = ml_collections.ConfigDict(dict(
       rand_augment_n=2, rand_augment_m=9.0, reprob=0.25, mixup=0.8, cutmix=1.0,
       switch_prob=0.5, mix_prob=1.0, smoothing=0.1, crop_pct=0.875, scale_min=0.08, hflip=True))
-  # Video fine-tuning (SPEC.md 6.3): off for image configs.
+  # Video fine-tuning (SPEC.md 6.3): off for image configs; the rest is MAE-ST's K400 recipe.
+  # repeat_aug: clips per decoded video, counted in batch_size (steps per epoch x repeat_aug);
+  # head_dropout: before the head, training only; train_crop: 'rrc' (RandomResizedCrop with
+  # aug.scale_min, MAE-ST) or 'jitter' (short side in jitter_scales, given for 224 px and scaled
+  # to the model's image size, then a random crop); short_side bounds the decoded frames.
   c.video = ml_collections.ConfigDict(dict(
       enabled=False, num_frames=16, stride=4, tubelet=2, sampling="clip", test_spatial=3,
-      test_temporal=7))
+      test_temporal=7, repeat_aug=2, head_dropout=0.3, train_crop="rrc", jitter_scales=(256, 320),
+      short_side=320))
   c.eval_every_steps = 0      # 0: at the end only (plus once per `eval_every_steps` otherwise)
   c.log_every_steps = 50
   c.checkpoint.every_steps = 1000
   c.linprobe = ml_collections.ConfigDict(dict(
       readouts="cls,mean", epochs=90, batch_size=16384, base_lr=0.1, warmup_epochs=10,
-      weight_decay=0.0, trust_coefficient=0.001))
+      weight_decay=0.0, trust_coefficient=0.001,
+      # True: MAE's protocol, a fresh RandomResizedCrop + flip of every training image in every
+      # epoch through the frozen encoder. False: features cached once (centre crop), seconds.
+      augment=True, scale_min=0.08))
   c.knn = ml_collections.ConfigDict(dict(readouts="cls,mean", k=20, temperature=0.07))
   c.features = ml_collections.ConfigDict(dict(splits="train,val", array_record=False))
   return c

@@ -10,7 +10,8 @@ from ml_collections import config_flags
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NAMES = ["finetune_in1k_vitb", "finetune_in1k_vitl", "linprobe_in1k_vitl", "linprobe_in1k_vitb",
-         "knn_in1k_vitb", "finetune_k400_vitl", "finetune_ssv2_vitl"]
+         "knn_in1k_vitb", "finetune_k400_vitl", "finetune_ssv2_vitl",
+         "finetune_places365_vitl"]
 
 
 def load(name, arg=""):
@@ -42,7 +43,12 @@ def test_finetune_recipe_matches_the_release():
   assert c.aug.crop_pct == 0.875 and c.init.source == "export"
   lp = load("linprobe_in1k_vitl")
   assert (lp.linprobe.batch_size, lp.linprobe.base_lr, lp.linprobe.epochs) == (16384, 0.1, 50)
-  assert lp.linprobe.readouts == "cls,mean"
+  assert lp.linprobe.readouts == "cls,mean" and lp.linprobe.augment  # MAE: crops every epoch
+  places = load("finetune_places365_vitl")
+  assert (places.num_classes, places.data.name, places.data.val) == (365, "places365_small",
+                                                                      "validation")
+  assert (places.optim.base_lr, places.optim.layer_decay, places.model.variant) == (5e-4, 0.65,
+                                                                                    "L/16")
   k400 = load("finetune_k400_vitl")
   assert k400.video.enabled and (k400.video.num_frames, k400.video.stride) == (16, 4)
   assert (k400.video.tubelet, k400.video.test_spatial, k400.video.test_temporal) == (2, 3, 7)

@@ -1,50 +1,86 @@
-"""Frozen-encoder commands: linear probe (pretrained vs random), kNN, feature extraction."""
+"""Frozen-encoder commands: linear probe (ViC-MAE pretrained vs random, augmented with resume,
+cached), kNN, feature extraction."""
+import json
 import shutil
 
-import jax
 import numpy as np
-from flax import nnx
+from PIL import Image
 
+from configs import common
 from configs import eval_common as config_defaults
-from vicmae_jax import params_io
-from vicmae_jax.evaluation import features, finetune, runners
+from vicmae_jax import train
+from vicmae_jax.evaluation import features, runners, toy
 
 
-def _probe_config(toy, size=32):
+def _probe_config(kind, size=32):
   c = config_defaults.tiny(config_defaults.base_config("linprobe"))
   c.model.image_size = size
-  c.data.update(toy=toy, train_size=256, val_size=120, seed=5, size=size)
+  c.data.update(toy=kind, train_size=256, val_size=120, seed=5, size=size)
   return c
 
 
-def test_pretrained_encoder_beats_random_on_the_linear_probe(tmp_path):
-  """The "pretrained" encoder is trained (through the fine-tuning loop) on one sample of the
-  quadrant task, exported, frozen and probed on a fresh sample; a random encoder is the control.
-  The quadrant of a small square needs spatial features, which a random ViT only weakly has."""
-  c = config_defaults.tiny(config_defaults.base_config("finetune"))
-  c.model.image_size = 16
-  c.data.update(toy="position", train_size=256, val_size=120, size=16)
-  c.aug.update(rand_augment_n=0, reprob=0.0, mixup=0.0, cutmix=0.0, smoothing=0.0,
-               scale_min=1.0, hflip=False)  # every one of these would move or hide the square
-  c.update_from_flattened_dict({"total_steps": 80, "optim.base_lr": 0.1, "head.drop_path": 0.0,
-                                "optim.layer_decay": 1.0, "head.readout": "mean",
-                                "batch_size": 32, "checkpoint.every_steps": 80})
-  out = finetune.finetune(c, str(tmp_path / "pretrain"))
-  encoder = jax.tree.map(np.asarray, nnx.to_pure_dict(out["state"].params)["encoder"])
-  params_io.save_params(str(tmp_path / "export"), encoder, finetune.resolve_model_config(c))
+def test_vicmae_pretraining_beats_a_random_encoder_on_the_linear_probe(tmp_path):
+  """The real pretraining loop (ViC-MAE: masked reconstruction + contrastive, EMA target) on
+  unlabelled PNGs of the stripes toy, then the fast linear probe on a fresh labelled sample:
+  the pretrained encoder's mean feature (the one the contrastive loss trains) beats a random
+  encoder's. The class is the stripes' orientation, under random colours, period and phase that
+  dominate a random encoder's features; 400 steps measured +11.5 points here (38.0 -> 49.5)."""
+  size = 32
+  unlabelled = tmp_path / "unlabelled"
+  unlabelled.mkdir()
+  for i, img in enumerate(toy.make_toy("stripes", 512, size=size, seed=11)[0]):
+    Image.fromarray(img).save(unlabelled / f"{i:04d}.png")   # no labels reach pretraining
+  c = common.tiny_overrides(common.base_config())
+  c.model.update(image_size=size, patch=4, width=64, depth=3, heads=4, mlp_dim=256)
+  c.input.sources = [dict(kind="image_folder", path=str(unlabelled))]
+  c.update_from_flattened_dict({"total_steps": 400, "batch_size": 32, "steps_per_epoch": 16,
+                                "optim.base_lr": 5e-3, "optim.warmup_epochs": 1.0,
+                                "checkpoint.every_steps": 400, "log_every_steps": 100,
+                                "image_every_steps": 0})
+  train.train_and_evaluate(c, str(tmp_path / "pretrain"))
 
-  probe = _probe_config("position", 16)
+  probe = _probe_config("stripes")
+  probe.data.val_size = 200
+  probe.linprobe.augment = False
   random = runners.linprobe(probe, str(tmp_path / "random"))
-  probe.init.update(source="export", path=str(tmp_path / "export"))
+  probe.init.update(source="workdir", path=str(tmp_path / "pretrain"))
   trained = runners.linprobe(probe, str(tmp_path / "trained"))
   assert "encoder arrays loaded" in trained["init"]
-  assert trained["linprobe_mean_top1"] >= random["linprobe_mean_top1"] + 15, (trained, random)
-  assert trained["linprobe_mean_top1"] >= 55
+  assert trained["linprobe_mean_top1"] >= random["linprobe_mean_top1"] + 6, (trained, random)
   assert (tmp_path / "trained" / "linprobe_results.json").exists()
+
+
+def _logged_losses(workdir):
+  rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return {r["step"]: (r["linprobe_cls_loss"], r["linprobe_mean_loss"]) for r in rows
+          if "linprobe_cls_loss" in r}
+
+
+def test_augmented_probe_learns_and_resume_reproduces(tmp_path):
+  """MAE's protocol: fresh crops every epoch through the frozen encoder, both readouts' heads
+  side by side; stopped after 6 of 20 steps and restarted, it logs the same losses."""
+  c = _probe_config("color")
+  c.linprobe.update(augment=True, epochs=10)   # 256 / 128 = 2 steps per epoch
+  c.update_from_flattened_dict({"checkpoint.every_steps": 4, "log_every_steps": 1})
+  full = runners.linprobe(c, str(tmp_path / "full"))
+  for r in ("cls", "mean"):
+    assert full[f"linprobe_{r}_top1"] >= 80, full   # chance is 25%
+    assert full[f"linprobe_{r}_num_examples"] == 120
+  part = runners.linprobe(c, str(tmp_path / "resumed"), stop_after_steps=6)
+  assert part["step"] == 6 and "linprobe_cls_top1" not in part
+  assert not (tmp_path / "resumed" / "linprobe_results.json").exists()
+  resumed = runners.linprobe(c, str(tmp_path / "resumed"))
+  assert resumed["step"] == full["step"] == 20
+  want, got = _logged_losses(tmp_path / "full"), _logged_losses(tmp_path / "resumed")
+  assert sorted(got) == list(range(1, 21))
+  assert [got[s] for s in range(7, 21)] == [want[s] for s in range(7, 21)]
+  assert {k: v for k, v in resumed.items() if k != "init"} == \
+      {k: v for k, v in full.items() if k != "init"}
 
 
 def test_linprobe_knn_and_features_on_a_colour_task(tmp_path):
   c = _probe_config("color")
+  c.linprobe.augment = False  # the fast probe: features cached once
   c.data.val_size = 61  # not a multiple of the eval batch (24): padding and masking
   lp = runners.linprobe(c, str(tmp_path / "lp"))
   for r in ("cls", "mean"):

@@ -112,6 +112,25 @@ def test_train_and_eval_transforms_shapes():
     assert augment._op(op, __import__("PIL.Image").Image.fromarray(img), 9.0, rng).size == (56, 40)
 
 
+def test_rand_augment_levels_follow_timm_increasing_ops():
+  from PIL import Image
+  ramp = np.tile(np.arange(256, dtype=np.uint8)[None, :, None], (2, 1, 3))
+  pil, rng = Image.fromarray(ramp), np.random.default_rng(0)
+  assert len(augment.RAND_OPS) == 15 and "SolarizeAdd" in augment.RAND_OPS
+  # SolarizeAdd m=10: +110 below 128 (clipped), untouched above.
+  out = np.asarray(augment._op("SolarizeAdd", pil, 10.0, rng))[0, :, 0].astype(int)
+  ref = np.where(np.arange(256) < 128, np.minimum(np.arange(256) + 110, 255), np.arange(256))
+  np.testing.assert_array_equal(out, ref)
+  # Posterize increasing keeps 4 - int(m / 10 * 4) bits: m=5 -> 2 bits, m=10 -> 0 bits (black).
+  out = np.asarray(augment._op("Posterize", pil, 5.0, rng))[0, :, 0]
+  np.testing.assert_array_equal(out, np.arange(256) & 0b11000000)
+  assert not np.asarray(augment._op("Posterize", pil, 10.0, rng)).any()
+  # Solarize increasing: threshold 256 - int(m / 10 * 256); m=5 inverts from 128 up.
+  out = np.asarray(augment._op("Solarize", pil, 5.0, rng))[0, :, 0].astype(int)
+  np.testing.assert_array_equal(out, np.where(np.arange(256) >= 128, 255 - np.arange(256),
+                                              np.arange(256)))
+
+
 def test_drop_path_linear_rates_and_eval_identity():
   assert layers.drop_path_rates(0.1, 3) == pytest.approx([0.0, 0.05, 0.1])
   model = _classifier(3)
@@ -132,6 +151,21 @@ def test_head_init_and_readouts():
   assert np.abs(k).max() < 1e-4 and np.all(np.asarray(model.head.bias[...]) == 0)
   assert model.cfg.learned_pos_embed
   assert model(jnp.zeros((2, 16, 16, 3))).shape == (2, 5)
+
+
+def test_mean_readout_pools_before_the_final_norm_as_mae_global_pool():
+  model = _classifier(2, "mean")
+  x = jax.random.normal(jax.random.key(0), (3, 16, 16, 3))
+  blocks_out = model.encoder(x, final_norm=False)
+  expected = model.fc_norm(jnp.mean(blocks_out[:, 1:], axis=1))
+  np.testing.assert_allclose(model.features(x), expected, rtol=1e-6, atol=1e-6)
+  normed_first = model.fc_norm(jnp.mean(model.encoder(x)[:, 1:], axis=1))
+  assert not np.allclose(model.features(x), normed_first, atol=1e-3)
+  # MAE drops the encoder's final norm in this branch: it gets no gradient.
+  graphdef, params = nnx.split(model, nnx.Param)
+  grads = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p)(x) ** 2))(params)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads["encoder"]["norm"]))
+  assert float(jnp.abs(grads["fc_norm"]["scale"][...]).max()) > 0
 
 
 def test_weight_decay_mask_follows_timm():

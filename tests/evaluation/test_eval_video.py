@@ -30,6 +30,27 @@ def test_inflated_tubelet_embedding_equals_the_frame_embedding_on_a_static_clip(
   assert model(clip, rng=jax.random.key(1)).shape == (2, 5)
 
 
+def test_head_dropout_is_on_in_training_and_off_at_eval():
+  cfg = model_config("test", image_size=16)
+  model = video.VideoClassifier(cfg, 7, num_frames=4, tubelet=2, head_dropout=0.3,
+                                rngs=nnx.Rngs(0))
+  clip = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
+  features = model.features(clip)
+  evaluated = model(clip)
+  np.testing.assert_allclose(evaluated, model.head(features), rtol=1e-6)   # no dropout at eval
+  np.testing.assert_array_equal(evaluated, model(clip))                     # deterministic
+  a, b = model(clip, rng=jax.random.key(1)), model(clip, rng=jax.random.key(2))
+  assert not np.allclose(a, evaluated) and not np.allclose(a, b)            # on in training
+  np.testing.assert_array_equal(a, model(clip, rng=jax.random.key(1)))      # driven by the key
+  off = video.VideoClassifier(cfg, 7, num_frames=4, tubelet=2, head_dropout=0.0,
+                              rngs=nnx.Rngs(0))
+  np.testing.assert_array_equal(off(clip, rng=jax.random.key(1)), off(clip))
+  # The dropout itself: ~30% zeros, survivors scaled by 1 / 0.7.
+  x = video.dropout(jnp.ones((20000,)), 0.3, jax.random.key(3))
+  assert abs(float(jnp.mean(x == 0)) - 0.3) < 0.02
+  np.testing.assert_allclose(x[x > 0], 1 / 0.7, rtol=1e-6)
+
+
 def test_separable_pos_embed_layout():
   spatial = jnp.arange(6.0).reshape(3, 2)
   temporal = jnp.array([[0.0, 0.0], [10.0, 10.0]])
@@ -52,6 +73,11 @@ def test_clip_and_segment_sampling():
   np.testing.assert_array_equal(seg, np.arange(16) * 3 + 1)
   seg_r = video.segment_indices(48, 16, rng=np.random.default_rng(0))
   assert np.all((seg_r >= np.arange(16) * 3) & (seg_r < np.arange(16) * 3 + 3))
+  # Two SSv2 test views: segment starts and segment middles (VideoMAE).
+  np.testing.assert_array_equal(video.segment_indices(64, 16, view=0, num_views=2),
+                                np.arange(16) * 4)
+  np.testing.assert_array_equal(video.segment_indices(64, 16, view=1, num_views=2),
+                                np.arange(16) * 4 + 2)
 
 
 def test_three_spatial_crops_cover_the_long_side():
@@ -85,6 +111,10 @@ def test_video_finetune_from_an_image_export_with_multi_view_test(tmp_path):
   pure = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(ViCMAE(cfg, rngs=nnx.Rngs(3)))))
   params_io.save_params(str(tmp_path / "export"), pure, cfg)
   c = finetune_k400_vitl.get_config(f"tiny,init=export,path={tmp_path / 'export'}")
+  # The tiny run keeps the MAE-ST training extras on: 2 clips per video, clip RandAugment,
+  # cube erasing and head dropout.
+  assert c.video.repeat_aug == 2 and c.video.head_dropout == 0.3
+  assert c.aug.rand_augment_n == 2 and c.aug.reprob == 0.25
   c.total_steps = 6
   out = finetune.finetune(c, str(tmp_path / "run"))
   ev = out["eval"]

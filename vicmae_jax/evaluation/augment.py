@@ -1,9 +1,9 @@
 """Host-side (numpy / PIL) fine-tuning augmentations, following timm's `create_transform` recipe.
 
-RandAugment here is a reduced version of timm's `rand-m9-mstd0.5-inc1`: 14 of timm's 16 ops
-(SolarizeAdd and the plain non-increasing variants are left out) with timm's magnitude ranges;
-each of `n` ops is applied with probability 0.5 at a magnitude drawn from N(m, mstd) clipped to
-[0, 10], with "increasing" semantics (larger magnitude = stronger). Mixup / CutMix are timm's
+RandAugment is timm's `rand-m9-mstd0.5-inc1`: the 15 ops of timm's "increasing" set with timm's
+magnitude ranges; each of `n` ops (drawn with replacement) is applied with probability 0.5 at a
+magnitude drawn from N(m, mstd) clipped to [0, 10], larger magnitude = stronger. Left out:
+timm's random choice between bilinear and bicubic resampling in the geometric ops (bilinear). Mixup / CutMix are timm's
 `Mixup(mode='batch')` with label smoothing folded into the soft targets.
 """
 from __future__ import annotations
@@ -38,10 +38,12 @@ def _op(name: str, img: Image.Image, m: float, rng: np.random.Generator) -> Imag
     return ImageOps.invert(img)
   if name == "Rotate":
     return img.rotate(_level(m, 30.0, rng), resample=Image.BILINEAR, fillcolor=_FILL)
-  if name == "Posterize":  # increasing: fewer bits at higher magnitude
-    return ImageOps.posterize(img, max(1, 8 - int(m / 10.0 * 4)))
+  if name == "Posterize":  # increasing: keep 4 down to 0 bits (timm / TF UDA)
+    return posterize(img, 4 - int(m / 10.0 * 4))
   if name == "Solarize":   # increasing: lower threshold at higher magnitude
     return ImageOps.solarize(img, int(256 - m / 10.0 * 256))
+  if name == "SolarizeAdd":  # add up to 110 to the pixels below 128
+    return solarize_add(img, int(m / 10.0 * 110))
   if name in ("Color", "Contrast", "Brightness", "Sharpness"):
     enhancer = getattr(ImageEnhance, name)(img)
     return enhancer.enhance(1.0 + _level(m, 0.9, rng))
@@ -56,8 +58,21 @@ def _op(name: str, img: Image.Image, m: float, rng: np.random.Generator) -> Imag
   raise ValueError(name)
 
 
-RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", "Color",
-            "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY")
+def posterize(img: Image.Image, bits: int) -> Image.Image:
+  """Keeps the top `bits` bits of each value; 0 bits gives black (newer PIL refuses 0)."""
+  mask = (0xFF << (8 - bits)) & 0xFF
+  return img.point([i & mask for i in range(256)] * len(img.getbands()))
+
+
+def solarize_add(img: Image.Image, add: int, threshold: int = 128) -> Image.Image:
+  """Adds `add` (clipped at 255) to every channel value below `threshold`."""
+  lut = [min(255, i + add) if i < threshold else i for i in range(256)]
+  return img.point(lut * len(img.getbands()))
+
+
+RAND_OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize",
+            "SolarizeAdd", "Color", "Contrast", "Brightness", "Sharpness", "ShearX", "ShearY",
+            "TranslateX", "TranslateY")
 
 
 def rand_augment(img: np.ndarray, rng: np.random.Generator, *, num_ops: int = 2,

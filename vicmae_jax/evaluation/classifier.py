@@ -1,9 +1,8 @@
 """The fine-tuning / probing classifier: a ViT encoder with a linear head (SPEC.md 6.2).
 
 Readout "cls": the cls token after the encoder's final LayerNorm (the released recipe).
-Readout "mean": mean of the patch tokens, then `fc_norm` (MAE's `global_pool=True` branch). Our
-encoder always applies its final LayerNorm, so the mean is over normalised tokens and fc_norm
-normalises again, where MAE pools before the final norm (docs/evaluation.md).
+Readout "mean": MAE's `global_pool=True` branch: the mean of the last block's patch tokens
+(before the encoder's final LayerNorm, which this readout leaves unused), then a fresh `fc_norm`.
 """
 from __future__ import annotations
 
@@ -56,11 +55,11 @@ class Classifier(nnx.Module):
 
   def features(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     """[N, H, W, 3] -> [N, D] pre-head features; `rng` enables drop path (training)."""
-    tokens = self.encoder(images, drop_path_rate=self.drop_path_rate, drop_path_rng=rng)
+    mean = self.readout == "mean"
+    tokens = self.encoder(images, drop_path_rate=self.drop_path_rate, drop_path_rng=rng,
+                          final_norm=not mean)
     feats = readout(tokens, self.readout)
-    if self.readout == "mean":
-      feats = self.fc_norm(feats)
-    return feats
+    return self.fc_norm(feats) if mean else feats
 
   def __call__(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
     """Logits [N, num_classes] in float32."""

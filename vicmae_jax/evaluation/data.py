@@ -6,9 +6,10 @@ Sources give `(uint8 HxWx3 image, int label)` by index:
   TfdsLabelledSource `tfds.data_source` (imagenet2012, places365_small, ...), decoded here
 
 The train iterator is a pure function of (seed, step): batch `s` takes positions
-[s*B, (s+1)*B) of an infinite sequence of per-epoch permutations, and every random choice comes
-from a generator seeded with (seed, step, row). Its state is just the step, so resuming a
-fine-tune reproduces the uninterrupted run exactly.
+[s*V, (s+1)*V) of an infinite sequence of per-epoch permutations (V = B / repeats examples per
+batch, each giving `repeats` rows: repeated augmentation), and every random choice comes from a
+generator seeded with (seed, step, slot). Its state is just the step, so resuming a fine-tune
+reproduces the uninterrupted run exactly.
 """
 from __future__ import annotations
 
@@ -130,14 +131,26 @@ class TrainIterator:
   """Infinite augmented, mixed batches {'image', 'target', 'label'} with step-only state.
 
   `transform(img, rng) -> float image` and `mix(images, labels, rng) -> (images, targets)`.
+  Or `sample_fn(index, rng) -> [(float array, label)] * repeats`, which loads example `index`
+  itself and returns `repeats` rows (repeated augmentation: a video decoded once, augmented
+  `repeats` times); the rows of one example are adjacent in the batch.
   Works with `checkpointing.Checkpointer` (get_state / set_state, JSON-serialisable).
   """
 
   def __init__(self, source: LabelledSource, global_batch: int, seed: int, *,
-               transform: Callable[[np.ndarray, np.random.Generator], np.ndarray],
-               mix: Callable | None = None, sharding=None, threads: int = 1):
+               transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
+               mix: Callable | None = None, sharding=None, threads: int = 1,
+               sample_fn: Callable[[int, np.random.Generator], list[tuple[np.ndarray, int]]]
+               | None = None, repeats: int = 1):
+    if (transform is None) == (sample_fn is None):
+      raise ValueError("give exactly one of transform and sample_fn")
+    if repeats < 1 or (global_batch // jax.process_count()) % repeats:
+      raise ValueError(f"the per-process batch {global_batch // jax.process_count()} is not a "
+                       f"multiple of repeats={repeats}")
     self.source, self.batch, self.seed = source, global_batch, seed
     self.transform, self.mix, self.sharding = transform, mix, sharding
+    self.sample_fn, self.repeats = sample_fn, repeats
+    self.examples_per_batch = global_batch // repeats
     self.step = 0
     self._pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
     self.num_examples = len(source)
@@ -150,14 +163,22 @@ class TrainIterator:
     return self._perm_cache[epoch]
 
   def indices(self, step: int) -> np.ndarray:
-    pos = np.arange(step * self.batch, (step + 1) * self.batch)
+    """The source indices of batch `step` (B / repeats of them)."""
+    v = self.examples_per_batch
+    pos = np.arange(step * v, (step + 1) * v)
     epochs, offs = pos // self.num_examples, pos % self.num_examples
     return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offs)])
 
-  def _load(self, args: tuple[int, int, int]) -> tuple[np.ndarray, int]:
-    step, row, idx = args
+  def _load(self, args: tuple[int, int, int]) -> list[tuple[np.ndarray, int]]:
+    step, slot, idx = args
+    rng = np.random.default_rng([self.seed, step, slot, 1])
+    if self.sample_fn is not None:
+      rows = self.sample_fn(int(idx), rng)
+      if len(rows) != self.repeats:
+        raise ValueError(f"sample_fn gave {len(rows)} rows, expected repeats={self.repeats}")
+      return rows
     img, label = self.source.get(int(idx))
-    return self.transform(img, np.random.default_rng([self.seed, step, row, 1])), label
+    return [(self.transform(img, rng), label)]
 
   def __iter__(self):
     return self
@@ -165,9 +186,11 @@ class TrainIterator:
   def __next__(self) -> dict[str, Any]:
     step = self.step
     rows = _local_rows(self.batch)
-    idx = self.indices(step)[rows]
-    jobs = [(step, rows.start + r, i) for r, i in enumerate(idx)]
-    loaded = list(self._pool.map(self._load, jobs)) if self._pool else [self._load(j) for j in jobs]
+    slots = slice(rows.start // self.repeats, rows.stop // self.repeats)
+    idx = self.indices(step)[slots]
+    jobs = [(step, slots.start + r, i) for r, i in enumerate(idx)]
+    groups = list(self._pool.map(self._load, jobs)) if self._pool else [self._load(j) for j in jobs]
+    loaded = [row for group in groups for row in group]
     images = np.stack([x for x, _ in loaded]).astype(np.float32)
     labels = np.array([y for _, y in loaded], np.int32)
     if self.mix is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -65,6 +65,15 @@ def extract_features(encoder: ViTEncoder, source: data_lib.LabelledSource, *, ba
     raise AssertionError(f"feature extraction covered {len(index)} examples, not each of the "
                          f"{len(source)} exactly once")
   return result
+
+
+def feature_batches(encoder: ViTEncoder, batches: Iterator[dict[str, Any]]
+                    ) -> Iterator[tuple[dict[str, jax.Array], jax.Array]]:
+  """({'cls', 'mean'} features, labels) of each batch of a (typically augmenting) train
+  iterator, left sharded on the devices as the batch was."""
+  fn, state = feature_fn(encoder)
+  for batch in batches:
+    yield fn(state, batch["image"]), batch["label"]
 
 
 def save_features(directory: str, split: str, feats: dict[str, np.ndarray],

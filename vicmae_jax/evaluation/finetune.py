@@ -1,8 +1,10 @@
 """Image and video classification fine-tuning: `finetune(config, workdir)` (SPEC.md 6.2, 6.3).
 
-Images: the released recipe. Videos (`config.video.enabled`): the image encoder inflated to
-t = 2 tubelets with separable space-time positions (evaluation/video.py), one clip per video in
-training, spatial x temporal views averaged per video at test.
+Images: the released recipe. Videos (`config.video.enabled`, MAE-ST recipe): the image encoder
+inflated to t = 2 tubelets with separable space-time positions and a dropout before the head
+(evaluation/video.py); in training each visited video is decoded once (only the clip's span) and
+gives `video.repeat_aug` independently augmented clips (crop, flip, clip RandAugment, cube
+erasing; evaluation/video_data.py); at test spatial x temporal views are averaged per video.
 
 Same machinery as pretraining: ('data', 'fsdp') mesh, sharded state, `jax.jit` with explicit
 shardings and a donated state, Orbax checkpoints with the data iterator state (auto-resume),
@@ -152,11 +154,23 @@ def video_kwargs(config) -> dict[str, Any]:
   return dict(num_frames=v.num_frames, stride=v.stride, sampling=v.sampling)
 
 
+def video_sample_fn(config, source, image_size: int):
+  """`TrainIterator.sample_fn`: `video.repeat_aug` augmented clips per decoded video."""
+  v, a = config.video, config.aug
+  return functools.partial(
+      video_data.load_train_clips, source=source, repeats=v.repeat_aug, size=image_size,
+      crop=v.train_crop, scale=(a.scale_min, 1.0),
+      jitter_scales=video_data.jitter_scales_for(image_size, tuple(v.jitter_scales)),
+      hflip=a.get("hflip", True), rand_augment_n=a.rand_augment_n,
+      rand_augment_m=a.rand_augment_m, reprob=a.reprob, **video_kwargs(config))
+
+
 def build_video_model(config, model_cfg: ModelConfig, num_classes: int):
   """VideoClassifier with the image encoder of `config.init` inflated to tubelets."""
   model = video_lib.VideoClassifier(model_cfg, num_classes, num_frames=config.video.num_frames,
                                     tubelet=config.video.tubelet,
                                     drop_path_rate=config.head.drop_path,
+                                    head_dropout=config.video.head_dropout,
                                     rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
   if config.init.source == "none":
     return model, None
@@ -205,6 +219,15 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     problems.append(f"init.source must be one of {init_lib.SOURCES}")
   if config.init.source != "none" and not config.init.path:
     problems.append(f"init.source {config.init.source!r} needs init.path")
+  if is_video(config):
+    v = config.video
+    if v.repeat_aug < 1 or config.batch_size % (v.repeat_aug * jax.process_count()):
+      problems.append(f"batch_size {config.batch_size} is not a multiple of video.repeat_aug "
+                      f"{v.repeat_aug} x {jax.process_count()} processes")
+    if v.train_crop not in ("rrc", "jitter"):
+      problems.append(f"video.train_crop must be rrc or jitter, got {v.train_crop!r}")
+    if v.sampling not in ("clip", "segment"):
+      problems.append(f"video.sampling must be clip or segment, got {v.sampling!r}")
   if problems:
     raise config_lib.ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
@@ -231,23 +254,28 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
   logging.info("=== data")
   video = is_video(config)
   build = video_data.build_video_source if video else data_lib.build_source
-  train_src = build(config.data.to_dict(), "train")
-  val_src = build(config.data.to_dict(), "val")
+  spec = config.data.to_dict()
+  if video:
+    spec["short_side"] = config.video.short_side
+  train_src, val_src = build(spec, "train"), build(spec, "val")
   num_classes = config.num_classes or train_src.num_classes
   model_cfg = resolve_model_config(config)
   image_size = model_cfg.image_size
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   batch_sharding = sharding.batch_sharding(mesh)
   if video:
-    transform = functools.partial(video_data.train_clip_transform, size=image_size,
-                                  scale=(config.aug.scale_min, 1.0),
-                                  hflip=config.aug.get("hflip", True), **video_kwargs(config))
+    # `batch_size` counts clips: batch_size / repeat_aug videos per step, so an epoch (every
+    # video once) takes repeat_aug times the steps, as in MAE-ST, whose effective batch and lr
+    # also count the repeats.
+    repeats = config.video.repeat_aug
+    loader = dict(sample_fn=video_sample_fn(config, train_src, image_size), repeats=repeats)
   else:
-    transform = train_transform_fn(config, image_size)
-  it = data_lib.TrainIterator(train_src, config.batch_size, config.seed, transform=transform,
+    repeats = 1
+    loader = dict(transform=train_transform_fn(config, image_size))
+  it = data_lib.TrainIterator(train_src, config.batch_size, config.seed,
                               mix=mix_fn(config, num_classes), sharding=batch_sharding,
-                              threads=config.data.threads)
-  per_epoch = config.steps_per_epoch or max(len(train_src) // config.batch_size, 1)
+                              threads=config.data.threads, **loader)
+  per_epoch = config.steps_per_epoch or max(len(train_src) * repeats // config.batch_size, 1)
   total = config.total_steps or int(round(config.num_epochs * per_epoch))
   warmup = min(int(round(config.optim.warmup_epochs * per_epoch)), max(total - 1, 0))
   logging.info("%d train / %d val examples, %d classes; %d steps/epoch, %d steps, %d warm-up",
@@ -306,7 +334,11 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
   def run_eval(params):
     if video:
-      return evaluate_video(logits_fn, params, val_src, config, image_size, batch_sharding)
+      out = evaluate_video(logits_fn, params, val_src, config, image_size, batch_sharding)
+      for name, src in (("train", train_src), ("val", val_src)):
+        if getattr(src, "counts", None):  # seek reads vs whole-video fallbacks
+          logging.info("%s video decoding: %s", name, dict(src.counts))
+      return out
     return evaluate(eval_fn, params, val_src, config, image_size, batch_sharding)
   writer, jsonl = logging_utils.create_writers(workdir)
   config_dict = config.to_dict()

@@ -2,8 +2,10 @@
 -> Linear, trained with LARS (momentum 0.9, trust 0.001, no wd / no LARS scaling on <= 1-D),
 lr = blr * batch / 256, warm-up + cosine.
 
-The fast probe caches the encoder features once (no augmentation) and trains the head on them,
-which turns a 90-epoch probe into seconds of head training; see docs/evaluation.md.
+Two ways to feed the head (docs/evaluation.md): MAE's protocol, a fresh RandomResizedCrop + flip
+of every training image in every epoch through the frozen encoder (`ProbeHeads` fed by
+`features.augmented_feature_batches`), or the fast probe, features cached once (centre crop) and
+the head trained on them (`train_probe`), which turns a 90-epoch probe into seconds.
 """
 from __future__ import annotations
 
@@ -81,6 +83,44 @@ def _step(params, stats, opt_state, x, y, *, tx, momentum):
   return optax.apply_updates(params, updates), stats, opt_state, loss
 
 
+class ProbeHeads:
+  """One BN + Linear head per readout ('cls', 'mean', ...), trained side by side with LARS.
+
+  `cfg.batch_size` must be the batch actually fed (it sets lr = blr * batch / 256); the LARS
+  schedule spans `cfg.epochs * steps_per_epoch` updates. `state` is a plain pytree
+  {'step', 'heads': {readout: {'params', 'stats', 'opt_state'}}} (checkpointable).
+  """
+
+  def __init__(self, dims: dict[str, int], num_classes: int, cfg: ProbeConfig,
+               steps_per_epoch: int):
+    self.cfg, self.steps_per_epoch = cfg, steps_per_epoch
+    self.tx, self.schedule = make_lars(cfg, steps_per_epoch)
+    heads = {}
+    for name, dim in dims.items():
+      params, stats = init_head(jax.random.PRNGKey(cfg.seed), dim, num_classes)
+      heads[name] = {"params": params, "stats": stats, "opt_state": self.tx.init(params)}
+    self.state = {"step": jnp.zeros((), jnp.int32), "heads": heads}
+
+  @property
+  def total_steps(self) -> int:
+    return self.cfg.epochs * self.steps_per_epoch
+
+  def update(self, feats: dict[str, Any], labels: Any) -> dict[str, jax.Array]:
+    """One LARS step of every head on its readout of the batch; returns {readout: loss}."""
+    losses, heads = {}, {}
+    for name, h in self.state["heads"].items():
+      params, stats, opt_state, losses[name] = _step(
+          h["params"], h["stats"], h["opt_state"], feats[name], labels, tx=self.tx,
+          momentum=self.cfg.bn_momentum)
+      heads[name] = {"params": params, "stats": stats, "opt_state": opt_state}
+    self.state = {"step": self.state["step"] + 1, "heads": heads}
+    return losses
+
+  def head(self, name: str) -> tuple[dict, dict]:
+    h = self.state["heads"][name]
+    return h["params"], h["stats"]
+
+
 def train_probe(feats: np.ndarray, labels: np.ndarray, num_classes: int,
                 cfg: ProbeConfig) -> tuple[dict, dict, list[float]]:
   """Trains the probe head on cached [N, D] features; returns (params, stats, epoch losses).
@@ -90,9 +130,8 @@ def train_probe(feats: np.ndarray, labels: np.ndarray, num_classes: int,
   n = len(feats)
   bs = min(cfg.batch_size, n)
   steps = max(n // bs, 1)
-  tx, _ = make_lars(dataclasses.replace(cfg, batch_size=bs), steps)
-  params, stats = init_head(jax.random.PRNGKey(cfg.seed), feats.shape[-1], num_classes)
-  opt_state = tx.init(params)
+  heads = ProbeHeads({"x": feats.shape[-1]}, num_classes, dataclasses.replace(cfg, batch_size=bs),
+                     steps)
   rng = np.random.default_rng(cfg.seed)
   losses = []
   for _ in range(cfg.epochs):
@@ -100,11 +139,9 @@ def train_probe(feats: np.ndarray, labels: np.ndarray, num_classes: int,
     total = 0.0
     for s in range(steps):
       idx = perm[s * bs:(s + 1) * bs]
-      params, stats, opt_state, loss = _step(params, stats, opt_state, jnp.asarray(feats[idx]),
-                                             jnp.asarray(labels[idx]), tx=tx,
-                                             momentum=cfg.bn_momentum)
-      total += float(loss)
+      total += float(heads.update({"x": jnp.asarray(feats[idx])}, jnp.asarray(labels[idx]))["x"])
     losses.append(total / steps)
+  params, stats = heads.head("x")
   return params, stats, losses
 
 

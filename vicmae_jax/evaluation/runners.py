@@ -7,6 +7,8 @@ writes its metrics to the workdir (TensorBoard + metrics.jsonl + a JSON results 
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 from typing import Any
@@ -17,7 +19,8 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from vicmae_jax import logging_utils, sharding
+from vicmae_jax import checkpointing, logging_utils, sharding
+from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import features as features_lib
 from vicmae_jax.evaluation import finetune, init as init_lib, knn as knn_lib, linear_probe
@@ -76,20 +79,107 @@ def _frozen_features(config: ml_collections.ConfigDict, workdir: str):
   return train, val, num_classes, report
 
 
-def linprobe(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Fast linear probe (cached features, MAE recipe head + LARS) on each readout."""
-  train, val, num_classes, report = _frozen_features(config, workdir)
+def _probe_config(config: ml_collections.ConfigDict) -> linear_probe.ProbeConfig:
   lp = config.linprobe
-  probe_cfg = linear_probe.ProbeConfig(epochs=lp.epochs, batch_size=lp.batch_size,
-                                       base_lr=lp.base_lr, warmup_epochs=lp.warmup_epochs,
-                                       weight_decay=lp.weight_decay,
-                                       trust_coefficient=lp.trust_coefficient, seed=config.seed)
+  return linear_probe.ProbeConfig(epochs=lp.epochs, batch_size=lp.batch_size,
+                                  base_lr=lp.base_lr, warmup_epochs=lp.warmup_epochs,
+                                  weight_decay=lp.weight_decay,
+                                  trust_coefficient=lp.trust_coefficient, seed=config.seed)
+
+
+def linprobe(config: ml_collections.ConfigDict, workdir: str,
+             stop_after_steps: int | None = None) -> dict[str, Any]:
+  """Linear probe (MAE recipe head + LARS) on each readout: augmented every epoch
+  (`linprobe.augment`, MAE's protocol) or on features cached once."""
+  if config.linprobe.get("augment", False):
+    return _augmented_linprobe(config, workdir, stop_after_steps)
+  train, val, num_classes, report = _frozen_features(config, workdir)
   results: dict[str, Any] = {"init": report.summary()}
-  for r in _readouts(lp.readouts):
+  for r in _readouts(config.linprobe.readouts):
     m = linear_probe.probe((train[r], train["label"]), (val[r], val["label"]), num_classes,
-                           probe_cfg)
+                           _probe_config(config))
     results.update({f"linprobe_{r}_{k}": v for k, v in m.items()})
   _write(workdir, "linprobe", results)
+  return results
+
+
+def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
+                        stop_after_steps: int | None) -> dict[str, Any]:
+  """MAE's probe: every step a fresh RandomResizedCrop + flip batch through the frozen encoder,
+  one head per readout updated side by side; Orbax checkpoints (heads + data iterator) with
+  auto-resume and SIGTERM handling as in pretraining. Validation: centre crop, exactly once.
+
+  `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
+  """
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  checkpointing.quiet_orbax_logs()
+  lp, lead = config.linprobe, jax.process_index() == 0
+  readouts = _readouts(lp.readouts)
+  encoder, cfg, report = load_encoder(config)
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  batch_sharding = sharding.batch_sharding(mesh)
+  train_src = data_lib.build_source(config.data.to_dict(), "train")
+  # The largest batch up to the configured one that the split and the devices allow.
+  batch = min(lp.batch_size, len(train_src)) // jax.device_count() * jax.device_count()
+  if batch == 0:
+    raise ValueError(f"{len(train_src)} training examples cannot fill a batch on "
+                     f"{jax.device_count()} devices")
+  steps_per_epoch = max(len(train_src) // batch, 1)
+  probe_cfg = dataclasses.replace(_probe_config(config), batch_size=batch)
+  heads = linear_probe.ProbeHeads({r: cfg.width for r in readouts}, train_src.num_classes
+                                  if not config.num_classes else config.num_classes,
+                                  probe_cfg, steps_per_epoch)
+  # Heads live replicated on the mesh; features arrive sharded over it (the BN batch statistics
+  # are then a cross-device mean, as in one large batch).
+  replicated = sharding.replicated(mesh)
+  heads.state = jax.device_put(heads.state, replicated)
+  transform = functools.partial(augment.train_transform, size=cfg.image_size, rand_augment_n=0,
+                                reprob=0.0, scale=(lp.scale_min, 1.0))
+  it = data_lib.TrainIterator(train_src, batch, config.seed, transform=transform,
+                              sharding=batch_sharding, threads=config.data.threads)
+  ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
+                                    every_steps=config.checkpoint.every_steps,
+                                    keep=config.checkpoint.keep,
+                                    async_save=config.checkpoint.async_save)
+  ckpt.install_sigterm_handler()
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+                          heads.state)
+  restored = ckpt.restore_latest(abstract, it)
+  if restored is not None:
+    heads.state = restored[0]
+  step, total = int(jax.device_get(heads.state["step"])), heads.total_steps
+  logging.info("augmented linear probe: %d examples, batch %d, %d steps/epoch, steps %d -> %d",
+               len(train_src), batch, steps_per_epoch, step, total)
+  writer, jsonl = logging_utils.create_writers(workdir) if lead else (None, None)
+  config_dict = config.to_dict()
+  batches = features_lib.feature_batches(encoder, it)
+  while step < total:
+    losses = heads.update(*next(batches))
+    step += 1
+    if lead and (step % config.log_every_steps == 0 or step == total):
+      scalars = {f"linprobe_{r}_loss": float(v) for r, v in losses.items()}
+      scalars["learning_rate"] = float(heads.schedule(step - 1))
+      writer.write_scalars(step, scalars)
+      jsonl.write(step, scalars)
+      logging.info("probe step %d/%d %s", step, total,
+                   " ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
+    ckpt.save(step, heads.state, it, config_dict)
+    if step < total and (ckpt.should_stop(step) or step == stop_after_steps):
+      break
+  ckpt.save(step, heads.state, it, config_dict, force=True)
+  ckpt.close()
+  it.close()
+  results: dict[str, Any] = {"init": report.summary(), "step": step}
+  if step == total:
+    val = split_features(config, encoder, cfg.image_size, "val")
+    for r in readouts:
+      params, stats = jax.device_get(heads.head(r))
+      m = linear_probe.evaluate_probe(params, stats, val[r], val["label"])
+      results.update({f"linprobe_{r}_{k}": v for k, v in m.items()})
+  if lead:
+    writer.close()
+  if step == total:
+    _write(workdir, "linprobe", results)
   return results
 
 

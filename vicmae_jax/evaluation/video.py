@@ -1,8 +1,9 @@
 """Video classification building blocks (SPEC.md 6.3, MAE-ST fallback): tubelet inflation,
-separable space-time position embeddings, clip / segment sampling, spatial test crops and
-multi-view aggregation per video.
+separable space-time position embeddings, head dropout, clip / segment index sampling, spatial
+test crops and multi-view aggregation per video.
 
-The video fine-tuning loop itself is not wired yet (docs/evaluation.md); these pieces are tested.
+`evaluation/finetune.py` runs the video fine-tuning loop on these (`config.video.enabled`);
+`evaluation/video_data.py` decodes and augments the clips.
 """
 from __future__ import annotations
 
@@ -42,16 +43,34 @@ def separable_pos_embed(spatial: jax.Array, temporal: jax.Array) -> jax.Array:
   return (temporal[:, None, :] + spatial[None, :, :]).reshape(-1, spatial.shape[-1])
 
 
+def dropout(x: jax.Array, rate: float, rng: jax.Array | None) -> jax.Array:
+  """Inverted dropout; the identity without an `rng` (evaluation) or at rate 0."""
+  if rng is None or rate <= 0.0:
+    return x
+  keep = jax.random.bernoulli(rng, 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), jnp.zeros_like(x))
+
+
+# Folded into the step key for the head dropout; drop path folds in the block index (< depth).
+_HEAD_DROPOUT_STREAM = 1 << 20
+
+
 class VideoClassifier(nnx.Module):
   """ViT over t x p x p tubelets with separable (spatial + temporal) and class position
-  embeddings, global average pooling of patch tokens -> fc_norm -> head (MAE-ST)."""
+  embeddings, global average pooling of patch tokens -> fc_norm -> dropout -> head (MAE-ST).
+
+  Drop path and the head dropout are active only when a `rng` is passed (the training step).
+  """
 
   def __init__(self, cfg: ModelConfig, num_classes: int, *, num_frames: int = 16,
-               tubelet: int = 2, drop_path_rate: float = 0.0, rngs: nnx.Rngs):
+               tubelet: int = 2, drop_path_rate: float = 0.0, head_dropout: float = 0.0,
+               rngs: nnx.Rngs):
     if num_frames % tubelet:
       raise ValueError(f"num_frames {num_frames} is not a multiple of the tubelet size {tubelet}")
+    if not 0.0 <= head_dropout < 1.0:
+      raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
     self.cfg, self.tubelet, self.num_frames = cfg, tubelet, num_frames
-    self.drop_path_rate = drop_path_rate
+    self.drop_path_rate, self.head_dropout = drop_path_rate, head_dropout
     dtype = jnp.dtype(cfg.dtype)
     fan_in = tubelet * cfg.patch * cfg.patch * 3
     self.patch_embed = layers.dense(fan_in, cfg.width, dtype=dtype, rngs=rngs)
@@ -80,7 +99,9 @@ class VideoClassifier(nnx.Module):
     return self.fc_norm(jnp.mean(x[:, 1:].astype(jnp.float32), axis=1))
 
   def __call__(self, videos: jax.Array, rng: jax.Array | None = None) -> jax.Array:
-    return self.head(self.features(videos, rng)).astype(jnp.float32)
+    x = self.features(videos, rng)
+    key = None if rng is None else jax.random.fold_in(rng, _HEAD_DROPOUT_STREAM)
+    return self.head(dropout(x, self.head_dropout, key)).astype(jnp.float32)
 
 
 def init_from_image_encoder(model: VideoClassifier, encoder: dict) -> list[str]:
@@ -130,14 +151,20 @@ def clip_indices(num_video_frames: int, num_frames: int = 16, stride: int = 4, *
 
 
 def segment_indices(num_video_frames: int, num_segments: int = 16, *,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
-  """SSv2 / TSN segment sampling: one frame per equal segment (random in training, the middle
-  at test)."""
+                    rng: np.random.Generator | None = None, view: int = 0,
+                    num_views: int = 1) -> np.ndarray:
+  """SSv2 / TSN segment sampling: one frame per equal segment.
+
+  Training (`rng`): a random frame in each segment. Test: the middle of each segment for one
+  view; with `num_views` > 1, view v takes the frame at fraction v / num_views of every segment
+  (2 views: segment starts and middles, as VideoMAE's SSv2 test).
+  """
   edges = np.linspace(0, num_video_frames, num_segments + 1)
   if rng is not None:
-    idx = edges[:-1] + rng.uniform(size=num_segments) * (edges[1:] - edges[:-1])
+    frac = rng.uniform(size=num_segments)
   else:
-    idx = (edges[:-1] + edges[1:]) / 2
+    frac = 0.5 if num_views <= 1 else view / num_views
+  idx = edges[:-1] + frac * (edges[1:] - edges[:-1])
   return np.minimum(np.floor(idx).astype(np.int64), num_video_frames - 1)
 
 

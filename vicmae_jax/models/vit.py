@@ -59,10 +59,13 @@ class ViTEncoder(nnx.Module):
     return jnp.asarray(sincos_2d(self.cfg.width, self.cfg.grid))
 
   def __call__(self, images: jax.Array, ids_keep: jax.Array | None = None, *,
-               drop_path_rate: float = 0.0, drop_path_rng: jax.Array | None = None) -> jax.Array:
+               drop_path_rate: float = 0.0, drop_path_rng: jax.Array | None = None,
+               final_norm: bool = True) -> jax.Array:
     """Encodes [N, H, W, 3] images; with `ids_keep` [N, K] only those patches. -> [N, 1 + K, D].
 
     `drop_path_rate` (linear over depth) applies only when `drop_path_rng` is given (training).
+    `final_norm=False` returns the last block's output (MAE's global-pool classifier pools that
+    and normalises with its own fc_norm).
     """
     pos = self.position_table()
     patches = masking.patchify(images, self.cfg.patch)
@@ -76,7 +79,7 @@ class ViTEncoder(nnx.Module):
     cls = (self.cls_token[...] + pos[:1]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
     x = layers.run_blocks(self.blocks, x, self.cfg.remat, drop_path_rate, drop_path_rng)
-    return self.norm(x)
+    return self.norm(x) if final_norm else x
 
 
 class MAEDecoder(nnx.Module):
