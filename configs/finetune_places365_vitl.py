@@ -12,21 +12,13 @@ shortens it.
   # variant=B/16 for the base model; data=DIR: folders DIR/{train,val}/<class>/<image>
   python -m vicmae_jax.main --config=configs/finetune_places365_vitl.py:tiny --workdir=/tmp/t
 """
-from configs import eval_common as config_defaults
-
-from configs import common
+from configs import finetune_in1k_vitb
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, tiny=False, variant="L/16", init="workdir", path="", data="",
-                          readout="cls", tfds="places365_small")
-  c = config_defaults.base_config("finetune")
-  c.model.variant = args.variant
-  c.init.update(source=args.init, path=args.path)
-  c.head.readout = args.readout
-  c.data.update(name=args.tfds, train="train", val="validation")
-  c.num_classes = 365
-  c = config_defaults.apply_data_args(c, args)
-  if args.tiny or args.data:
-    c.num_classes = 0   # from the folder / toy data
+  arg = ",".join(a for a in ("variant=L/16", "tfds=places365_small", arg or "") if a)
+  c = finetune_in1k_vitb.get_config(arg)
+  # A 365-way head for TFDS; folder and toy data (data=DIR, tiny) count their own classes.
+  if c.data.kind == "tfds":
+    c.num_classes = 365
   return c
