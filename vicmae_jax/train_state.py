@@ -128,23 +128,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef,
 
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
   momentum = ema.cosine_momentum(state.step, sc.total_steps, sc.ema_base, sc.ema_final)
-  new_target = (update_target(state.target, new_params, momentum) if sc.mode == "ema_target"
-                else state.target)
 
-  def keep_if_bad(new, old):
-    return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+  def apply(_):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    target = (update_target(state.target, params, momentum) if sc.mode == "ema_target"
+              else state.target)
+    return params, target, new_stats, opt_state
 
+  def keep(_):
+    return state.params, state.target, state.batch_stats, state.opt_state
+
+  # A conditional, not a select per leaf: the skipped branch does no optimizer work, and the good
+  # branch writes the donated buffers in place instead of through one more pass over the state.
+  params, target, batch_stats, opt_state = jax.lax.cond(finite, apply, keep, None)
   bad = (~finite).astype(jnp.int32)
   new_state = state.replace(
-      step=state.step + 1,
-      params=keep_if_bad(new_params, state.params),
-      target=keep_if_bad(new_target, state.target),
-      batch_stats=keep_if_bad(new_stats, state.batch_stats),
-      opt_state=keep_if_bad(new_opt_state, state.opt_state),
-      skipped=state.skipped + bad,
+      step=state.step + 1, params=params, target=target, batch_stats=batch_stats,
+      opt_state=opt_state, skipped=state.skipped + bad,
       consecutive_skipped=jnp.where(finite, 0, state.consecutive_skipped + 1))
   metrics = dict(metrics)
   metrics.update(

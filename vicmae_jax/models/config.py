@@ -88,7 +88,8 @@ class ModelConfig:
   # Numerics and memory.
   dtype: str = "float32"  # compute dtype of activations; params are always float32
   remat: bool = False
-  attention_impl: str | None = None  # passed to jax.nn.dot_product_attention ("cudnn" on GPU)
+  # None: models.attention.attention (XLA); else passed to jax.nn.dot_product_attention ("cudnn")
+  attention_impl: str | None = None
   # Fine-tuning reuses the encoder with a trainable position embedding.
   learned_pos_embed: bool = False
 

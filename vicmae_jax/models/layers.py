@@ -9,19 +9,57 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from vicmae_jax.models import attention, layernorm
+from vicmae_jax.models.linear import linear
+
 xavier = nnx.initializers.xavier_uniform()
 zeros = nnx.initializers.zeros_init()
 LN_EPS = 1e-6
 
 
-def dense(in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs, bias_init=zeros) -> nnx.Linear:
-  """A Linear with MAE's init: Xavier-uniform weights, zero bias."""
-  return nnx.Linear(in_features, out_features, kernel_init=xavier, bias_init=bias_init,
-                    dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+class Dense(nnx.Module):
+  """x @ kernel + bias, kernel [in, out] (nnx.Linear's layout and names), in the compute dtype.
+
+  The product goes through `linear.linear`, whose backward pass is laid out for XLA:CPU's fast
+  GEMMs; on GPU and TPU it is the plain product.
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs,
+               kernel_init=xavier, bias_init=zeros):
+    self.dtype = dtype
+    self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
+    self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    dtype = self.dtype or jnp.result_type(x, self.kernel[...])
+    y = linear(x.astype(dtype), self.kernel[...].astype(dtype))
+    return y + self.bias[...].astype(dtype)
 
 
-def layer_norm(features: int, *, dtype, rngs: nnx.Rngs) -> nnx.LayerNorm:
-  return nnx.LayerNorm(features, epsilon=LN_EPS, dtype=dtype, param_dtype=jnp.float32, rngs=rngs)
+def dense(in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs, bias_init=zeros) -> Dense:
+  """A Dense with MAE's init: Xavier-uniform weights, zero bias."""
+  return Dense(in_features, out_features, dtype=dtype, rngs=rngs, bias_init=bias_init)
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm with `scale` and `bias` (nnx.LayerNorm's names), through `layernorm.layer_norm`."""
+
+  def __init__(self, features: int, *, dtype, rngs: nnx.Rngs, epsilon: float = LN_EPS):
+    self.dtype = dtype
+    self.epsilon = epsilon
+    # Ones and zeros need no randomness, but nnx.LayerNorm draws one key for each: drawing them
+    # too keeps every later layer's init, so a seed gives the same model as with nnx.LayerNorm.
+    rngs.params(), rngs.params()
+    self.scale = nnx.Param(jnp.ones((features,), jnp.float32))
+    self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = x.astype(self.dtype or x.dtype)
+    return layernorm.layer_norm(x, self.scale[...], self.bias[...], self.epsilon)
+
+
+def layer_norm(features: int, *, dtype, rngs: nnx.Rngs) -> LayerNorm:
+  return LayerNorm(features, dtype=dtype, rngs=rngs)
 
 
 class Attention(nnx.Module):
@@ -40,9 +78,12 @@ class Attention(nnx.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     n, t, d = x.shape
     qkv = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    # Scale head_dim^-0.5 and a float32 softmax are dot_product_attention's defaults.
-    y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
+    if self.attention_impl is None:
+      y = attention.attention(qkv)
+    else:  # a fused kernel, e.g. "cudnn" on GPU
+      q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+      # Scale head_dim^-0.5 and a float32 softmax are dot_product_attention's defaults.
+      y = jax.nn.dot_product_attention(q, k, v, implementation=self.attention_impl)
     return self.proj(y.reshape(n, t, d))
 
 
@@ -52,8 +93,17 @@ class Mlp(nnx.Module):
     self.fc2 = dense(hidden, dim, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    # Exact (erf) GELU as torch nn.GELU; Flax's default is the tanh approximation.
-    return self.fc2(jax.nn.gelu(self.fc1(x), approximate=False))
+    return self.fc2(gelu(self.fc1(x)))
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact GELU, x * (1 + erf(x / sqrt 2)) / 2: torch nn.GELU's formula.
+
+  `jax.nn.gelu(approximate=False)` writes it with erfc, which XLA expands into exp and two
+  rational branches; erf alone is one clamped rational polynomial (same values to float32
+  rounding, cheaper on CPU). Flax's default is the tanh approximation.
+  """
+  return 0.5 * x * (1.0 + jax.lax.erf(x * jnp.asarray(0.7071067811865476, x.dtype)))
 
 
 class Block(nnx.Module):
