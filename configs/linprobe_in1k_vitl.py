@@ -2,8 +2,10 @@
 
 Frozen encoder; BatchNorm(affine=False, eps 1e-6) + Linear; LARS (momentum 0.9, trust 1e-3,
 wd 0), blr 0.1 -> lr 6.4 at batch 16,384, 50 epochs (L/H; B uses 90), warm-up 10; cls token and
-mean-pooled features, both reported. Features are computed once (resize + centre crop, no
-augmentation) and the head trains on them: the fast cached-feature probe.
+mean-pooled features, both reported. By default (`linprobe.augment=True`, MAE's protocol) every
+epoch draws fresh RandomResizedCrop + flip views through the frozen encoder;
+`--config.linprobe.augment=False` computes features once (resize + centre crop) and trains the head
+on the cache: the fast probe.
 
   python -m vicmae_jax.main --config=configs/linprobe_in1k_vitl.py:init=workdir,path=DIR \
       --workdir=/tmp/lp_l

@@ -1,6 +1,10 @@
 """The fine-tuning loop end to end: accuracy well above chance, exact-once eval, and a run
 interrupted half-way and resumed that reproduces the uninterrupted run."""
 import json
+import os
+import signal
+import threading
+import time
 
 import jax
 import numpy as np
@@ -34,3 +38,32 @@ def test_finetune_learns_and_resume_reproduces(tmp_path):
                                                        atol=1e-6),
                full["state"].params, second["state"].params)
   assert second["eval"]["top1"] == full["eval"]["top1"]
+
+
+def test_sigterm_saves_and_stops_the_fine_tune(tmp_path):
+  """A real SIGTERM (spot VM, SLURM time limit) mid-run: a checkpoint of the step it stopped at,
+  a clean return, and the same command finishes the run from there."""
+  c = _config(steps=400)
+  c.checkpoint.every_steps = 4
+  first_ckpt = tmp_path / "run" / "checkpoints" / "4" / "commit_success.txt"
+
+  def send_sigterm_after_first_checkpoint():
+    deadline = time.time() + 300
+    while not first_ckpt.exists() and time.time() < deadline:
+      time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+  previous = signal.getsignal(signal.SIGTERM)
+  watcher = threading.Thread(target=send_sigterm_after_first_checkpoint, daemon=True)
+  watcher.start()
+  try:
+    stopped = finetune.finetune(c, str(tmp_path / "run"))
+  finally:
+    watcher.join()
+    signal.signal(signal.SIGTERM, previous)
+  assert 4 <= stopped["step"] < 400 and not stopped["eval"], stopped["step"]
+  committed = tmp_path / "run" / "checkpoints" / str(stopped["step"]) / "commit_success.txt"
+  assert committed.exists()
+  c.total_steps = stopped["step"] + 4
+  resumed = finetune.finetune(c, str(tmp_path / "run"))
+  assert resumed["step"] == stopped["step"] + 4 and resumed["eval"]["num_examples"] == 60

@@ -30,8 +30,9 @@ def test_vicmae_pretraining_beats_a_random_encoder_on_the_linear_probe(tmp_path)
   unlabelled.mkdir()
   for i, img in enumerate(toy.make_toy("stripes", 512, size=size, seed=11)[0]):
     Image.fromarray(img).save(unlabelled / f"{i:04d}.png")   # no labels reach pretraining
+  arch = dict(patch=4, width=64, depth=3, heads=4, mlp_dim=256)
   c = common.tiny_overrides(common.base_config())
-  c.model.update(image_size=size, patch=4, width=64, depth=3, heads=4, mlp_dim=256)
+  c.model.update(image_size=size, **arch)
   c.input.sources = [dict(kind="image_folder", path=str(unlabelled))]
   c.update_from_flattened_dict({"total_steps": 400, "batch_size": 32, "steps_per_epoch": 16,
                                 "optim.base_lr": 5e-3, "optim.warmup_epochs": 1.0,
@@ -42,6 +43,7 @@ def test_vicmae_pretraining_beats_a_random_encoder_on_the_linear_probe(tmp_path)
   probe = _probe_config("stripes")
   probe.data.val_size = 200
   probe.linprobe.augment = False
+  probe.model.update(**arch)  # the random control has the pretrained encoder's architecture
   random = runners.linprobe(probe, str(tmp_path / "random"))
   probe.init.update(source="workdir", path=str(tmp_path / "pretrain"))
   trained = runners.linprobe(probe, str(tmp_path / "trained"))

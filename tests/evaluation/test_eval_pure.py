@@ -65,6 +65,35 @@ def test_eval_covers_every_example_exactly_once(n, batch):
   assert acc.result()["num_examples"] == n
 
 
+@pytest.mark.parametrize("n,batch", [(37, 8), (3, 8)])
+def test_each_process_decodes_only_its_rows_of_the_eval_batches(monkeypatch, n, batch):
+  """Two processes: each reads only its half of every global batch, and together (mask > 0)
+  they cover the split exactly once; a process whose rows are all padding still yields."""
+  images = np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 4, 4, 3), np.uint8)
+
+  class CountingSource(ArraySource):
+    def get(self, i):
+      self.read.append(i)
+      return super().get(i)
+
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  covered = []
+  for proc in (0, 1):
+    monkeypatch.setattr(jax, "process_index", lambda p=proc: p)
+    src = CountingSource(images, np.arange(n) % 3, 3)
+    src.read = []
+    batches = list(eval_iterator(src, batch, transform=lambda img: img.astype(np.float32)))
+    assert len(batches) == -(-n // batch)
+    assert all(b["image"].shape == (batch // 2, 4, 4, 3) for b in batches)
+    mine = [i for b in batches for i in b["index"][b["mask"] > 0]]
+    if mine:  # the placeholder read of a process with no real rows is not counted as data
+      assert sorted(src.read) == sorted(mine)
+    for b in batches:
+      np.testing.assert_array_equal(b["image"][b["mask"] > 0][:, 0, 0, 0], b["index"][b["mask"] > 0])
+    covered += mine
+  assert sorted(covered) == list(range(n))
+
+
 def test_accumulator_rejects_a_wrong_count():
   acc = metrics.MetricAccumulator(expected=10)
   acc.add({"count": 9.0, "top1": 3.0})

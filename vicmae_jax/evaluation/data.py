@@ -220,7 +220,11 @@ class TrainIterator:
 
 def eval_iterator(source: LabelledSource, global_batch: int, *,
                   transform: Callable[[np.ndarray], np.ndarray], sharding=None, threads: int = 1):
-  """ceil(N / B) batches {'image', 'label', 'mask', 'index'} covering every example once."""
+  """ceil(N / B) batches {'image', 'label', 'mask', 'index'} covering every example once.
+
+  Each process decodes only its own rows of each global batch (`_local_rows`); rows past the
+  end of the split are zeros with mask 0, as `metrics.pad_batch` makes them.
+  """
   pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
 
   def load(idx: np.ndarray) -> dict[str, np.ndarray]:
@@ -229,12 +233,23 @@ def eval_iterator(source: LabelledSource, global_batch: int, *,
       return transform(img), label
     items = list(pool.map(one, idx)) if pool else [one(i) for i in idx]
     return {"image": np.stack([x for x, _ in items]).astype(np.float32),
-            "label": np.array([y for _, y in items], np.int32)}
+            "label": np.array([y for _, y in items], np.int32),
+            "index": np.asarray(idx, np.int64)}
 
-  rows = _local_rows(global_batch)
+  rows, n = _local_rows(global_batch), len(source)
+  template = None  # an empty batch of the right shapes, for a process with no real rows left
   try:
-    for batch in metrics.eval_batches(len(source), global_batch, load):
-      yield to_global({k: v[rows] for k, v in batch.items()}, sharding)
+    for start in range(0, n, global_batch):
+      positions = np.arange(start, start + global_batch)[rows]
+      real = positions[positions < n]
+      if len(real):
+        local = load(real)
+        template = {k: v[:0] for k, v in local.items()}
+      else:
+        if template is None:
+          template = {k: v[:0] for k, v in load(np.zeros((1,), np.int64)).items()}
+        local = template
+      yield to_global(metrics.pad_batch(local, len(positions)), sharding)
   finally:
     if pool:
       pool.shutdown()

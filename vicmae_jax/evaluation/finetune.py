@@ -286,6 +286,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                                     every_steps=config.checkpoint.every_steps,
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
+  ckpt.install_sigterm_handler()
   resuming = bool(ckpt.all_steps())
   report = None
   if video:
@@ -366,6 +367,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     ckpt.save(step, state, it, config_dict)
     if step < total and (ckpt.should_stop(step) or step == stop_after_steps):
       ckpt.save(step, state, it, config_dict, force=True)
+      logging.info("stopped on request at step %d of %d; the same command resumes", step, total)
       break
   if step == total and not result:
     result = run_eval(state.params)

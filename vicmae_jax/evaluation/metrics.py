@@ -42,17 +42,6 @@ def pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
   return out
 
 
-def eval_batches(num_examples: int, batch_size: int,
-                 load: Callable[[np.ndarray], dict[str, np.ndarray]]
-                 ) -> Iterable[dict[str, np.ndarray]]:
-  """ceil(num_examples / batch_size) padded batches of examples 0..num_examples-1, in order."""
-  for start in range(0, num_examples, batch_size):
-    idx = np.arange(start, min(start + batch_size, num_examples))
-    batch = load(idx)
-    batch["index"] = idx.astype(np.int64)
-    yield pad_batch(batch, batch_size)
-
-
 class MetricAccumulator:
   """Sums per-batch metric dicts on the host; `result()` checks the exact-once count."""
 
