@@ -23,8 +23,9 @@ def test_vicmae_pretraining_beats_a_random_encoder_on_the_linear_probe(tmp_path)
   """The real pretraining loop (ViC-MAE: masked reconstruction + contrastive, EMA target) on
   unlabelled PNGs of the stripes toy, then the fast linear probe on a fresh labelled sample:
   the pretrained encoder's mean feature (the one the contrastive loss trains) beats a random
-  encoder's. The class is the stripes' orientation, under random colours, period and phase that
-  dominate a random encoder's features; 400 steps measured +11.5 points here (38.0 -> 49.5)."""
+  encoder's of the same architecture. The class is the stripes' orientation, under random
+  colours, period and phase that dominate a random encoder's features. Measured on the mean
+  feature: 400 steps 44.0 vs 45.5 random (not yet better), 1,200 steps 53.5 vs 45.5 (+8)."""
   size = 32
   unlabelled = tmp_path / "unlabelled"
   unlabelled.mkdir()
@@ -34,9 +35,9 @@ def test_vicmae_pretraining_beats_a_random_encoder_on_the_linear_probe(tmp_path)
   c = common.tiny_overrides(common.base_config())
   c.model.update(image_size=size, **arch)
   c.input.sources = [dict(kind="image_folder", path=str(unlabelled))]
-  c.update_from_flattened_dict({"total_steps": 400, "batch_size": 32, "steps_per_epoch": 16,
+  c.update_from_flattened_dict({"total_steps": 1200, "batch_size": 32, "steps_per_epoch": 16,
                                 "optim.base_lr": 5e-3, "optim.warmup_epochs": 1.0,
-                                "checkpoint.every_steps": 400, "log_every_steps": 100,
+                                "checkpoint.every_steps": 1200, "log_every_steps": 100,
                                 "image_every_steps": 0})
   train.train_and_evaluate(c, str(tmp_path / "pretrain"))
 

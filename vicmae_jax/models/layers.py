@@ -31,7 +31,7 @@ class Dense(nnx.Module):
     self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = self.dtype or jnp.result_type(x, self.kernel[...])
+    dtype = jnp.result_type(x, self.kernel[...]) if self.dtype is None else self.dtype
     y = linear(x.astype(dtype), self.kernel[...].astype(dtype))
     return y + self.bias[...].astype(dtype)
 
@@ -54,7 +54,7 @@ class LayerNorm(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((features,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    x = x.astype(self.dtype or x.dtype)
+    x = x if self.dtype is None else x.astype(self.dtype)
     return layernorm.layer_norm(x, self.scale[...], self.bias[...], self.epsilon)
 
 
