@@ -24,10 +24,7 @@ def attention(qkv: jax.Array) -> jax.Array:
 
   Logits scaled by Dh^-0.5, float32 softmax: the math of `jax.nn.dot_product_attention`.
   """
-  if not cpu_layout_vjps():
-    q, k, v = _split(qkv)
-    return jnp.swapaxes(_probs_and_out(q, k, v)[1], 1, 2)
-  return _attention(qkv)
+  return _attention(qkv) if cpu_layout_vjps() else _plain_attention(qkv)
 
 
 def _split(qkv: jax.Array):
@@ -43,10 +40,13 @@ def _probs_and_out(q, k, v):
   return probs, jnp.matmul(probs, v)
 
 
-@jax.custom_vjp
-def _attention(qkv: jax.Array) -> jax.Array:
+def _plain_attention(qkv: jax.Array) -> jax.Array:
+  """The forward pass; differentiated by autodiff wherever the custom VJP is not used."""
   q, k, v = _split(qkv)
   return jnp.swapaxes(_probs_and_out(q, k, v)[1], 1, 2)
+
+
+_attention = jax.custom_vjp(_plain_attention)
 
 
 def _fwd(qkv):
