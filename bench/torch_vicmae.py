@@ -171,16 +171,26 @@ def cosine_momentum(step: int, total_steps: int, base: float = 0.996, final: flo
 
 
 class TrainStep:
-  """forward, backward, AdamW step and (ema_target) EMA update of the target branch."""
+  """forward, backward, AdamW step and (ema_target) EMA update of the target branch.
 
-  def __init__(self, model: TorchViCMAE, total_steps: int = 1000):
+  `autocast=torch.bfloat16` runs the forward under `torch.autocast` (PyTorch's mixed precision:
+  fp32 params, bf16 matmuls, fp32 softmax / norms / losses), backward outside it, as PyTorch
+  recommends; the counterpart of our `dtype="bfloat16"`.
+  """
+
+  def __init__(self, model: TorchViCMAE, total_steps: int = 1000,
+               autocast: torch.dtype | None = None):
     self.model = model.train()
     self.opt = make_optimizer(model)
     self.total_steps = total_steps
+    self.autocast = autocast
     self.step = 0
 
   def __call__(self, view1: torch.Tensor, view2: torch.Tensor) -> float:
-    total, _, _ = self.model(view1, view2)
+    device = view1.device.type
+    with torch.autocast(device, dtype=self.autocast or torch.bfloat16,
+                        enabled=self.autocast is not None):
+      total, _, _ = self.model(view1, view2)
     self.opt.zero_grad(set_to_none=True)
     total.backward()
     self.opt.step()

@@ -2,12 +2,14 @@
 
 JAX side: the real `train_state.train_step` (forward, backward, AdamW, EMA target, skip-on-NaN
 guard), built by `create_train_state` on a 1-device mesh, donated state, AOT compiled. PyTorch
-side: `bench/torch_vicmae.py` (Hugging Face ViTMAE + heads + EMA target, fp32, 2 threads), which
+side: `bench/torch_vicmae.py` (Hugging Face ViTMAE + heads + EMA target, 2 threads; fp32, or
+`torch.autocast` for `--dtype bfloat16`), which
 `tests/test_bench_reference.py` proves computes the same loss. Steps of the two alternate, so both
 see the same machine load; the XLA fp32 matmul peak is measured right before and after each mode.
 
   python bench/train_step.py                      # ViT-S/16, 224 px, 8 pairs, both modes, CPU
   python bench/train_step.py --quick
+  python bench/train_step.py --dtype bfloat16     # CPU: both sides in mixed precision (bf16 GEMMs)
   python bench/train_step.py --variant B/16 --pairs 256 --dtype bfloat16   # H100: MFU vs bf16 peak
 
 On an accelerator the PyTorch side is skipped (torch is a CPU build here) and MFU is reported
@@ -84,7 +86,10 @@ class TorchStep:
     from bench import torch_vicmae
     torch.set_num_threads(2)
     torch.manual_seed(seed)
-    self.step = torch_vicmae.TrainStep(torch_vicmae.TorchViCMAE(cfg), total_steps=TOTAL_STEPS)
+    # Our bf16 (fp32 params, bf16 activations and matmuls) is torch's autocast.
+    autocast = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.dtype]
+    self.step = torch_vicmae.TrainStep(torch_vicmae.TorchViCMAE(cfg), total_steps=TOTAL_STEPS,
+                                       autocast=autocast)
     shape = (pairs, 3, cfg.image_size, cfg.image_size)
     self.views = (torch.randn(shape), torch.randn(shape))
     self.flops = torch_vicmae.train_flops_per_pair(cfg) * pairs
@@ -117,7 +122,7 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
   # matmul probe also runs between steps: MFU "during" compares figures taken under one load.
   probe_n = 2048
   a = jax.random.normal(jax.random.key(0), (probe_n, probe_n), peak_dtype)
-  mm = jax.jit(jnp.matmul)
+  mm = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
   jax.block_until_ready(mm(a, a))
   jt, tt, pt = [], [], []
   for i in range(args.warmup + args.steps):
@@ -174,7 +179,8 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=20, help="timed steps per side")
   parser.add_argument("--warmup", type=int, default=5)
   parser.add_argument("--modes", default="ema_target,shared_projector")
-  parser.add_argument("--dtype", default="float32", help="float32 on CPU; bfloat16 on GPU/TPU")
+  parser.add_argument("--dtype", default="float32",
+                      help="activation dtype; bfloat16 on CPU compares with torch.autocast")
   parser.add_argument("--attention-impl", default=None, help='e.g. "cudnn" on GPU')
   parser.add_argument("--torch", choices=("auto", "on", "off"), default="auto",
                       help="PyTorch reference side; auto = on CPU only")

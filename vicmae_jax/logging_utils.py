@@ -19,11 +19,15 @@ PEAK_BF16_FLOPS = (
 )
 
 
-def measure_matmul_peak(n: int = 2048, reps: int = 5) -> float:
-  """FLOP/s of an fp32 XLA matmul on random data on the first device (the CPU's roofline)."""
-  a = jax.random.normal(jax.random.key(0), (n, n))
-  b = jax.random.normal(jax.random.key(1), (n, n))
-  mm = jax.jit(jnp.matmul)
+def measure_matmul_peak(n: int = 2048, reps: int = 5, dtype="float32") -> float:
+  """FLOP/s of an XLA matmul in `dtype` on random data on the first device (the CPU's roofline).
+
+  Low-precision products accumulate into float32, as the model's do (`models.linear.matmul`);
+  on CPU that is also what selects the bf16 GEMM kernels.
+  """
+  a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+  b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+  mm = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
   jax.block_until_ready(mm(a, b))
   best = float("inf")
   for _ in range(reps):
@@ -33,16 +37,16 @@ def measure_matmul_peak(n: int = 2048, reps: int = 5) -> float:
   return 2 * n**3 / best
 
 
-def device_peak_flops() -> tuple[float, str]:
+def device_peak_flops(dtype="float32") -> tuple[float, str]:
   """(peak FLOP/s per device, how it was obtained): a datasheet bf16 figure on accelerators,
-  a matmul measured now on CPU."""
+  a matmul in the compute `dtype` measured now on CPU."""
   device = jax.devices()[0]
   kind = getattr(device, "device_kind", "")
   for key, peak in PEAK_BF16_FLOPS:
     if key.lower() in kind.lower():
       return peak, f"{kind} bf16 datasheet"
   if device.platform == "cpu":
-    return measure_matmul_peak(), "cpu fp32 matmul measured at start"
+    return measure_matmul_peak(dtype=dtype), f"cpu {jnp.dtype(dtype).name} matmul measured at start"
   return float("nan"), f"unknown peak for {kind}"
 
 

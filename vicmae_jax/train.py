@@ -153,7 +153,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, {k: batch[k] for k in _STEP_KEYS}).compile()
   flops = logging_utils.compiled_flops(compiled)
-  peak, peak_source = logging_utils.device_peak_flops()
+  peak, peak_source = logging_utils.device_peak_flops(model_cfg.dtype)
   logging.info("compiled the train step in %.1f s; %.3g FLOPs per device per step (XLA); "
                "peak %.3g FLOP/s (%s)", time.perf_counter() - t0, flops or float("nan"), peak,
                peak_source)

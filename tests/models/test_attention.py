@@ -27,3 +27,16 @@ def test_attention_bfloat16_keeps_dtypes():
   assert y.dtype == g.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(y, np.float32), np.asarray(_reference(qkv), np.float32),
                              atol=3e-2)
+
+
+def test_bfloat16_attention_products_stay_bfloat16_when_compiled(dot_operand_dtypes):
+  """Forward and backward: no bf16 product is upcast to fp32 by XLA:CPU (see models/linear.py)."""
+  qkv = jax.random.normal(jax.random.key(3), (2, 24, 3, 2, 16))
+
+  def loss(t):
+    return jnp.sum(attention.attention(jnp.tanh(t).astype(jnp.bfloat16)).astype(jnp.float32) ** 2)
+
+  text = jax.jit(jax.grad(loss)).lower(qkv).compile().as_text()
+  dtypes = dot_operand_dtypes(text)
+  # forward q k^T and p v (q k^T again for the saved probabilities is fine), backward 4 products
+  assert len(dtypes) >= 6 and all(d == ("bf16", "bf16") for d in dtypes), dtypes

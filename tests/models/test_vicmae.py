@@ -104,6 +104,11 @@ def test_bf16_compute_keeps_fp32_params_and_loss():
   assert out.pred.dtype == jnp.float32 and out.online.dtype == jnp.float32
   total, _ = losses.vicmae_loss(out, x, x, patch=cfg.patch, mode=cfg.contrastive_mode)
   assert total.dtype == jnp.float32 and np.isfinite(float(total))
+  # The projector and predictor compute in fp32 (one row per image: casting their weights would
+  # cost more than it saves), the encoder in bf16.
+  heads = [model.projector, model.predictor, model.target.projector]
+  assert all(d.dtype == jnp.float32 for h in heads for d in h.linears)
+  assert model.encoder.blocks[0].mlp.fc1.dtype == jnp.bfloat16
 
 
 def test_remat_changes_nothing_numerically():

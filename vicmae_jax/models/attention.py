@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from vicmae_jax.models.linear import cpu_layout_vjps
+from vicmae_jax.models.linear import cpu_layout_vjps, matmul, rhs_transpose, row_major, swap_last
 
 _barrier = jax.lax.optimization_barrier
 
@@ -34,10 +34,11 @@ def _split(qkv: jax.Array):
 
 def _probs_and_out(q, k, v):
   logits_dtype = jnp.promote_types(q.dtype, jnp.float32)
-  logits = jnp.matmul(q, jnp.swapaxes(k, -1, -2), preferred_element_type=logits_dtype)
+  kt = rhs_transpose(k) if cpu_layout_vjps() else jnp.swapaxes(k, -1, -2)
+  logits = jnp.matmul(q, kt, preferred_element_type=logits_dtype)
   logits = logits * jnp.asarray(q.shape[-1] ** -0.5, logits_dtype)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
-  return probs, jnp.matmul(probs, v)
+  return probs, matmul(probs, v)
 
 
 def _plain_attention(qkv: jax.Array) -> jax.Array:
@@ -50,23 +51,23 @@ _attention = jax.custom_vjp(_plain_attention)
 
 
 def _fwd(qkv):
-  q, k, v = _split(qkv)
+  q, k, v = (row_major(t) for t in _split(qkv))
   probs, out = _probs_and_out(q, k, v)
   return jnp.swapaxes(out, 1, 2), (q, k, v, probs, out)
 
 
 def _bwd(res, dy):
   q, k, v, probs, out = res
-  do = jnp.swapaxes(dy, 1, 2)                                    # [N, H, T, Dh]
+  do = row_major(jnp.swapaxes(dy, 1, 2))                         # [N, H, T, Dh]
   scale = q.shape[-1] ** -0.5
   f32 = jnp.float32
-  dprobs = jnp.matmul(do, jnp.swapaxes(v, -1, -2), preferred_element_type=f32)
+  dprobs = jnp.matmul(do, rhs_transpose(v), preferred_element_type=f32)
   row = jnp.sum(do.astype(f32) * out.astype(f32), axis=-1, keepdims=True)  # = sum(dp * p)
   dlogits = (probs.astype(f32) * (dprobs - row) * scale).astype(q.dtype)
-  dq = jnp.matmul(dlogits, k)
+  dq = matmul(dlogits, k)
   # dk = ds^T q and dv = p^T do as ([Dh, T] @ [T, T])^T: transpose the small operands instead.
-  dk_t = _barrier(jnp.matmul(_barrier(jnp.swapaxes(q, -1, -2)), dlogits))
-  dv_t = _barrier(jnp.matmul(_barrier(jnp.swapaxes(do, -1, -2)), probs))
+  dk_t = _barrier(matmul(swap_last(q), dlogits))
+  dv_t = _barrier(matmul(swap_last(do), probs))
   dk, dv = jnp.swapaxes(dk_t, -1, -2), jnp.swapaxes(dv_t, -1, -2)
   return (jnp.moveaxis(jnp.stack([dq, dk, dv]), (0, 2), (2, 3)).astype(dy.dtype),)
 

@@ -32,8 +32,7 @@ class Dense(nnx.Module):
 
   def __call__(self, x: jax.Array) -> jax.Array:
     dtype = jnp.result_type(x, self.kernel[...]) if self.dtype is None else self.dtype
-    y = linear(x.astype(dtype), self.kernel[...].astype(dtype))
-    return y + self.bias[...].astype(dtype)
+    return linear(x.astype(dtype), self.kernel[...].astype(dtype), self.bias[...].astype(dtype))
 
 
 def dense(in_features: int, out_features: int, *, dtype, rngs: nnx.Rngs, bias_init=zeros) -> Dense:

@@ -62,14 +62,17 @@ class ViCMAE(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
-    dtype = jnp.dtype(cfg.dtype)
     self.encoder = ViTEncoder(cfg, rngs=rngs)
     self.decoder = MAEDecoder(cfg, rngs=rngs)
+    # The heads run in float32 whatever cfg.dtype is: they see one row per image (<1% of the
+    # step's FLOPs, weight-bandwidth bound), so bf16 would only add casts of their 4096-wide
+    # weights, and the temperature-0.1 InfoNCE logits come straight out of them.
+    f32 = jnp.float32
     self.projector = MLPHead(cfg.width, cfg.projector_hidden, cfg.projector_out, hidden_layers=2,
-                             dtype=dtype, rngs=rngs)
+                             dtype=f32, rngs=rngs)
     if cfg.contrastive_mode == "ema_target":
       self.predictor = MLPHead(cfg.projector_out, cfg.predictor_hidden, cfg.projector_out,
-                               hidden_layers=1, dtype=dtype, rngs=rngs)
+                               hidden_layers=1, dtype=f32, rngs=rngs)
       # The target starts as an exact copy of the online branch (BYOL / MoCo v3).
       self.target = TargetBranch(nnx.clone(self.encoder), nnx.clone(self.projector))
 
