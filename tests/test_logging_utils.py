@@ -1,0 +1,34 @@
+"""Throughput / MFU accounting and the CPU matmul peak it divides by."""
+import time
+
+import numpy as np
+import pytest
+
+from vicmae_jax import logging_utils
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cpu_peak_is_measured_in_the_compute_dtype(dtype):
+  peak, source = logging_utils.device_peak_flops(dtype)
+  assert np.isfinite(peak) and peak > 1e8
+  assert source == f"cpu {dtype} matmul measured at start"
+
+
+def test_throughput_rates_and_mfu():
+  tp = logging_utils.Throughput(total_steps=100, pairs_per_step=8, flops_per_step=2e9,
+                                peak_flops=1e10, num_devices=1)
+  for _ in range(4):
+    tp.step_done()
+  tp.add_data_wait(0.01)
+  time.sleep(0.05)
+  m = tp.metrics(step=4)
+  assert m["images_per_s"] == pytest.approx(2 * 8 * m["steps_per_s"])
+  assert m["mfu"] == pytest.approx(2e9 * m["steps_per_s"] / 1e10)
+  assert m["eta_hours"] == pytest.approx(96 / m["steps_per_s"] / 3600)
+  assert 0 < m["data_wait_fraction"] < 1
+  assert tp.metrics(step=4)["steps_per_s"] == 0  # counters restart after each log step
+
+
+def test_no_mfu_without_flops_or_peak():
+  assert "mfu" not in logging_utils.Throughput(10, 1, None, 1e10, 1).metrics(0)
+  assert "mfu" not in logging_utils.Throughput(10, 1, 1e9, float("nan"), 1).metrics(0)
