@@ -14,8 +14,8 @@ from vicmae_jax.train_state import StepConfig, create_train_state, train_step
 CFG = dict(image_size=16, projector_hidden=64, predictor_hidden=64)
 
 
-def _setup(n_devices, mode="ema_target", accum=1, lr=1e-3, fsdp=1, sgd=False):
-  cfg = model_config("test", contrastive_mode=mode, **CFG)
+def _setup(n_devices, mode="ema_target", accum=1, lr=1e-3, fsdp=1, sgd=False, dtype="float32"):
+  cfg = model_config("test", contrastive_mode=mode, dtype=dtype, **CFG)
   sched = optim.learning_rate_schedule(lr, 20, 2)
   # Plain SGD keeps updates proportional to gradients; Adam would turn the rounding noise of
   # parameters with an exactly-zero gradient (biases before BatchNorm, attention key biases)
@@ -83,6 +83,24 @@ def test_loss_decreases_on_a_fixed_batch():
     state, m = step(state, batch)
     losses.append(float(m["loss"]))
   assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("mode", ["ema_target", "shared_projector"])
+def test_bfloat16_step_tracks_the_float32_step_and_trains(mode):
+  """The bf16 path (fp32 accumulation, row-major operand copies, fp32 bias sums on CPU) computes
+  the fp32 step's losses over 15 updates to bf16 accuracy and lowers the loss on a fixed batch."""
+  runs = {}
+  for dtype in ("float32", "bfloat16"):
+    state, step, bs = _setup(1, mode=mode, lr=3e-3, dtype=dtype)
+    batch = jax.device_put(_batch(0), bs)
+    losses = []
+    for _ in range(15):
+      state, m = step(state, batch)
+      losses.append(float(m["loss"]))
+    runs[dtype] = losses
+  f32, bf16 = np.asarray(runs["float32"]), np.asarray(runs["bfloat16"])
+  np.testing.assert_allclose(bf16, f32, rtol=1e-2)  # measured: <= 0.14%
+  assert np.all(np.isfinite(bf16)) and bf16[-1] < 0.8 * bf16[0]
 
 
 def test_non_finite_update_is_skipped_and_counted():
