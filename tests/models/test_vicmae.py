@@ -104,8 +104,8 @@ def test_bf16_compute_keeps_fp32_params_and_loss():
   assert out.pred.dtype == jnp.float32 and out.online.dtype == jnp.float32
   total, _ = losses.vicmae_loss(out, x, x, patch=cfg.patch, mode=cfg.contrastive_mode)
   assert total.dtype == jnp.float32 and np.isfinite(float(total))
-  # The projector and predictor compute in fp32 (one row per image: casting their weights would
-  # cost more than it saves), the encoder in bf16.
+  # On CPU the projector and predictor compute in fp32 (one row per image: casting their weights
+  # would cost more than it saves), the encoder in bf16.
   heads = [model.projector, model.predictor, model.target.projector]
   assert all(d.dtype == jnp.float32 for h in heads for d in h.linears)
   assert model.encoder.blocks[0].mlp.fc1.dtype == jnp.bfloat16
@@ -133,3 +133,13 @@ def test_grouped_batchnorm_needs_divisible_batch():
   with pytest.raises(ValueError, match="bn_group_size"):
     ViCMAE(cfg, rngs=nnx.Rngs(0))(jnp.ones((4, 16, 16, 3)), jnp.ones((4, 16, 16, 3)),
                                   rng=jax.random.key(0))
+
+
+def test_heads_keep_the_model_dtype_on_accelerators(monkeypatch):
+  """Only CPU runs the projector/predictor in fp32 (a speed choice); GPU/TPU use cfg.dtype."""
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  cfg = model_config("test", image_size=16, dtype="bfloat16", projector_hidden=32,
+                     predictor_hidden=32)
+  model = ViCMAE(cfg, rngs=nnx.Rngs(0))
+  assert all(d.dtype == jnp.bfloat16 for h in (model.projector, model.predictor)
+             for d in h.linears)
