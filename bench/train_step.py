@@ -31,8 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench.common import matmul_peak_flops, xla_flops  # noqa: E402
-from vicmae_jax import flops, optim, sharding  # noqa: E402
-from vicmae_jax.logging_utils import PEAK_BF16_FLOPS  # noqa: E402
+from vicmae_jax import flops, logging_utils, optim, sharding  # noqa: E402
 from vicmae_jax.models import model_config  # noqa: E402
 from vicmae_jax.models.config import ModelConfig  # noqa: E402
 from vicmae_jax.train_state import StepConfig, create_train_state, train_step  # noqa: E402
@@ -44,7 +43,7 @@ TOTAL_STEPS = 10_000
 def bf16_peak() -> tuple[float | None, str]:
   """Dense bf16 datasheet peak of the first device, or None on CPU / unknown chips."""
   kind = jax.devices()[0].device_kind
-  for key, peak in PEAK_BF16_FLOPS:
+  for key, peak in logging_utils.PEAK_BF16_FLOPS:
     if key.lower() in kind.lower():
       return peak, kind
   return None, kind
@@ -122,7 +121,7 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
   # matmul probe also runs between steps: MFU "during" compares figures taken under one load.
   probe_n = 2048
   a = jax.random.normal(jax.random.key(0), (probe_n, probe_n), peak_dtype)
-  mm = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
+  mm = logging_utils.peak_matmul
   jax.block_until_ready(mm(a, a))
   jt, tt, pt = [], [], []
   for i in range(args.warmup + args.steps):

@@ -19,20 +19,20 @@ PEAK_BF16_FLOPS = (
 )
 
 
-def measure_matmul_peak(n: int = 2048, reps: int = 5, dtype="float32") -> float:
-  """FLOP/s of an XLA matmul in `dtype` on random data on the first device (the CPU's roofline).
+# The product a matmul peak is measured with: low precision accumulates into float32, as the
+# model's products do (`models.linear.matmul`); on CPU that is what selects the bf16 GEMM kernels.
+peak_matmul = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
 
-  Low-precision products accumulate into float32, as the model's do (`models.linear.matmul`);
-  on CPU that is also what selects the bf16 GEMM kernels.
-  """
+
+def measure_matmul_peak(n: int = 2048, reps: int = 5, dtype="float32") -> float:
+  """FLOP/s of `peak_matmul` in `dtype` on random data on the first device (the CPU's roofline)."""
   a = jax.random.normal(jax.random.key(0), (n, n), dtype)
   b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-  mm = jax.jit(lambda a, b: jnp.matmul(a, b, preferred_element_type=jnp.float32))
-  jax.block_until_ready(mm(a, b))
+  jax.block_until_ready(peak_matmul(a, b))
   best = float("inf")
   for _ in range(reps):
     t0 = time.perf_counter()
-    jax.block_until_ready(mm(a, b))
+    jax.block_until_ready(peak_matmul(a, b))
     best = min(best, time.perf_counter() - t0)
   return 2 * n**3 / best
 

@@ -6,8 +6,6 @@ split size (the uncertainty-baselines / flax#262 failure mode of silently droppe
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable
-
 import jax
 import jax.numpy as jnp
 import numpy as np

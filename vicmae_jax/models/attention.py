@@ -44,8 +44,7 @@ def _probs_and_out(qs, k, v):
   over the logits; on XLA:CPU that scalar was even materialised as an [N, H, T, T] array.
   """
   logits_dtype = jnp.promote_types(qs.dtype, jnp.float32)
-  kt = rhs_transpose(k) if cpu_layout_vjps() else jnp.swapaxes(k, -1, -2)
-  logits = jnp.matmul(qs, kt, preferred_element_type=logits_dtype)
+  logits = jnp.matmul(qs, rhs_transpose(k), preferred_element_type=logits_dtype)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
   return probs, matmul(probs, v)
 

@@ -216,6 +216,6 @@ class MLPHead(nnx.Module):
     self.norms = nnx.List([BatchNorm(hidden) for _ in range(hidden_layers)])
 
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-    for linear, norm in zip(self.linears[:-1], self.norms):
-      x = jax.nn.relu(norm(linear(x), train=train))
+    for dense_layer, norm in zip(self.linears[:-1], self.norms):
+      x = jax.nn.relu(norm(dense_layer(x), train=train))
     return self.linears[-1](x)

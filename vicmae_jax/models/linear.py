@@ -55,8 +55,10 @@ def swap_last(a: jax.Array) -> jax.Array:
 
 def rhs_transpose(b: jax.Array) -> jax.Array:
   """b^T (last two axes) as a dot's right operand: a view in fp32, whose [M, K] @ [N, K]^T GEMM is
-  fast on XLA:CPU; a row-major copy in low precision (module docstring)."""
-  return swap_last(b) if _low_precision(b) else jnp.swapaxes(b, -1, -2)
+  fast on XLA:CPU, and on GPU/TPU; a row-major copy in low precision on CPU (module docstring)."""
+  if cpu_layout_vjps() and _low_precision(b):
+    return swap_last(b)
+  return jnp.swapaxes(b, -1, -2)
 
 
 def matmul(a: jax.Array, b: jax.Array) -> jax.Array:
