@@ -1,4 +1,5 @@
-"""Timing helpers shared by the benchmarks: in-run matmul peak and median step times."""
+"""Timing helpers shared by the benchmarks (the matmul peak and XLA FLOPs come from
+`vicmae_jax.logging_utils`, the trainer's own accounting)."""
 from __future__ import annotations
 
 import statistics
@@ -6,9 +7,10 @@ import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 
-from vicmae_jax.logging_utils import peak_matmul
+# Square sizes of the in-run matmul peak (`logging_utils.measure_matmul_peak`): two, because the
+# fastest size differs between CPUs.
+BENCH_PEAK_SIZES = (2048, 3072)
 
 
 def median_seconds(fn: Callable[[], object], steps: int, warmup: int = 2) -> float:
@@ -21,25 +23,3 @@ def median_seconds(fn: Callable[[], object], steps: int, warmup: int = 2) -> flo
     jax.block_until_ready(fn())
     times.append(time.perf_counter() - t0)
   return statistics.median(times)
-
-
-def matmul_peak_flops(sizes=(2048, 3072), steps: int = 5, dtype=jnp.float32) -> float:
-  """Best median FLOP/s of XLA square matmuls on random data, measured now, on this machine."""
-  best = 0.0
-  for n in sizes:
-    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
-    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
-    secs = median_seconds(lambda: peak_matmul(a, b), steps)
-    best = max(best, 2 * n**3 / secs)
-  return best
-
-
-def xla_flops(compiled) -> float | None:
-  """FLOPs of a compiled executable from XLA's cost analysis (None where unavailable)."""
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # some backends do not implement it
-    return None
-  if isinstance(cost, (list, tuple)):
-    cost = cost[0] if cost else None
-  return float(cost["flops"]) if cost and "flops" in cost else None

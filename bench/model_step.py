@@ -16,10 +16,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from bench.common import matmul_peak_flops, median_seconds, xla_flops  # noqa: E402
+from bench.common import BENCH_PEAK_SIZES, median_seconds  # noqa: E402
+from vicmae_jax.logging_utils import compiled_flops, measure_matmul_peak  # noqa: E402
 from vicmae_jax import flops, losses  # noqa: E402
 from vicmae_jax.models import ViCMAE, merge_model, model_config, split_model  # noqa: E402
 
@@ -66,10 +66,10 @@ def main() -> None:
     compiled = step.lower(*state, v1, v2, key).compile()
     # The peak is measured right before and after the model, so each ratio compares two
     # figures taken under the same machine load (the box is shared and noisy).
-    peak_before = matmul_peak_flops()
+    peak_before = measure_matmul_peak(sizes=BENCH_PEAK_SIZES)
     secs = median_seconds(lambda: compiled(*state, v1, v2, key), steps)
-    peak = max(peak_before, matmul_peak_flops())
-    xla = xla_flops(compiled)
+    peak = max(peak_before, measure_matmul_peak(sizes=BENCH_PEAK_SIZES))
+    xla = compiled_flops(compiled)
     analytic = flops.train_flops_per_pair(cfg) * args.pairs
     used = xla if xla else analytic
     tag = f"{args.variant.replace('/', '')}_{mode}"

@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-from bench.common import matmul_peak_flops, xla_flops  # noqa: E402
+from bench.common import BENCH_PEAK_SIZES  # noqa: E402
 from vicmae_jax import flops, logging_utils, optim, sharding  # noqa: E402
 from vicmae_jax.models import model_config  # noqa: E402
 from vicmae_jax.models.config import ModelConfig  # noqa: E402
@@ -69,7 +69,7 @@ class JaxStep:
     t0 = time.perf_counter()
     self.compiled = fn.lower(self.state, self.batch).compile()
     self.compile_seconds = time.perf_counter() - t0
-    self.flops = xla_flops(self.compiled)
+    self.flops = logging_utils.compiled_flops(self.compiled)
 
   def __call__(self) -> None:
     self.state, metrics = self.compiled(self.state, self.batch)
@@ -116,7 +116,7 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
   # The peak is measured right before and after the steps, so every ratio compares figures
   # taken under the same load (the box is shared and noisy); the best of the two is the peak.
   peak_dtype = jnp.dtype(args.dtype)
-  peak = matmul_peak_flops(dtype=peak_dtype)
+  peak = logging_utils.measure_matmul_peak(peak_dtype, BENCH_PEAK_SIZES)
   # On a shared box the load can change between the peak measurements and the steps, so a
   # matmul probe also runs between steps: MFU "during" compares figures taken under one load.
   probe_n = 2048
@@ -135,7 +135,7 @@ def bench_mode(args, mode: str, with_torch: bool, bf16: float | None) -> None:
         times.append(secs)
     if i >= args.warmup:
       pt.append(timed(lambda: jax.block_until_ready(mm(a, a))))
-  peak = max(peak, matmul_peak_flops(dtype=peak_dtype))
+  peak = max(peak, logging_utils.measure_matmul_peak(peak_dtype, BENCH_PEAK_SIZES))
 
   images = 2 * args.pairs
   analytic = flops.train_flops_per_pair(cfg) * args.pairs

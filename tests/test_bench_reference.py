@@ -7,7 +7,6 @@ agree in fp32, in both contrastive modes. Without this the benchmark's speed rat
 import os
 import sys
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -37,11 +36,11 @@ def _copy_head(src: torch.nn.Sequential, dst) -> None:
   norms = [m for m in src if isinstance(m, torch.nn.BatchNorm1d)]
   assert len(linears) == len(dst.linears) and len(norms) == len(dst.norms)
   for t, ours in zip(linears, dst.linears):
-    ours.kernel.value = jnp.asarray(t.weight.detach().numpy().T)
-    ours.bias.value = jnp.asarray(t.bias.detach().numpy())
+    ours.kernel[...] = jnp.asarray(t.weight.detach().numpy().T)
+    ours.bias[...] = jnp.asarray(t.bias.detach().numpy())
   for t, ours in zip(norms, dst.norms):
-    ours.scale.value = jnp.asarray(t.weight.detach().numpy())
-    ours.bias.value = jnp.asarray(t.bias.detach().numpy())
+    ours.scale[...] = jnp.asarray(t.weight.detach().numpy())
+    ours.bias[...] = jnp.asarray(t.bias.detach().numpy())
 
 
 def _models(mode: str, with_ours: bool = True):

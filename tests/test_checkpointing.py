@@ -3,7 +3,6 @@ import logging
 
 import jax
 import numpy as np
-import pytest
 
 from vicmae_jax import checkpointing, optim, sharding
 from vicmae_jax.data.random_batches import RandomBatchIterator

@@ -14,6 +14,24 @@ def test_cpu_peak_is_measured_in_the_compute_dtype(dtype):
   assert source == f"cpu {dtype} matmul measured at start"
 
 
+def test_matmul_peak_takes_the_best_size(monkeypatch):
+  """The peak is the fastest size's rate: a slow size must not drag it down."""
+  calls = []
+  real = logging_utils.peak_matmul
+
+  def slow_for_small(a, b):
+    calls.append(a.shape[0])
+    if a.shape[0] == 64:
+      time.sleep(0.02)  # 64^3 in >= 20 ms is < 30 MFLOP/s, far below any CPU's 256^3 rate
+    return real(a, b)
+
+  monkeypatch.setattr(logging_utils, "peak_matmul", slow_for_small)
+  both = logging_utils.measure_matmul_peak("float32", sizes=(64, 256), reps=2)
+  assert sorted(set(calls)) == [64, 256] and calls.count(64) == 3  # one warm-up + 2 timed
+  assert both > 2 * 64**3 / 0.02
+  assert both == pytest.approx(logging_utils.measure_matmul_peak("float32", (256,), 2), rel=0.9)
+
+
 def test_throughput_rates_and_mfu():
   tp = logging_utils.Throughput(total_steps=100, pairs_per_step=8, flops_per_step=2e9,
                                 peak_flops=1e10, num_devices=1)

@@ -126,7 +126,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef,
     grads = jax.tree.map(lambda g: g / sc.accum_steps, grad_sum)
     metrics = jax.tree.map(jnp.mean, per_micro)
 
-  grad_norm = optax.global_norm(grads)
+  grad_norm = optax.tree.norm(grads)
   finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
   momentum = ema.cosine_momentum(state.step, sc.total_steps, sc.ema_base, sc.ema_final)
 
@@ -151,6 +151,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, graphdef,
   metrics = dict(metrics)
   metrics.update(
       learning_rate=schedule(state.step), ema_momentum=momentum, grad_norm=grad_norm,
-      param_norm=optax.global_norm(new_state.params), update_skipped=bad,
+      param_norm=optax.tree.norm(new_state.params), update_skipped=bad,
       skipped_steps=new_state.skipped, consecutive_skipped=new_state.consecutive_skipped)
   return new_state, metrics

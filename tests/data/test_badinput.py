@@ -1,6 +1,7 @@
 """Bad inputs never crash a run: replaced deterministically, counted by kind, abort above a limit."""
 import json
 import os
+import pathlib
 
 import numpy as np
 import pytest
@@ -14,8 +15,8 @@ from conftest import write
 @pytest.fixture(scope='module')
 def bad_media(tmp_path_factory, clips):
   root = tmp_path_factory.mktemp('bad')
-  good = open(clips['h264.mp4'][0], 'rb').read()
-  webm = open(clips['vp9.webm'][0], 'rb').read()
+  good = pathlib.Path(clips['h264.mp4'][0]).read_bytes()
+  webm = pathlib.Path(clips['vp9.webm'][0]).read_bytes()
   videos = {
       'good1.mp4': good, 'good2.webm': webm, 'good3.mp4': good, 'good4.mp4': good,
       'good5.webm': webm,
@@ -51,7 +52,7 @@ def _start(root, **kw):
   """Builds the iterator (index validated), then deletes doomed.mp4: a file lost mid-run."""
   doomed = os.path.join(root, 'videos', 'doomed.mp4')
   if not os.path.exists(doomed):
-    write(doomed, open(os.path.join(root, 'videos', 'good1.mp4'), 'rb').read())
+    write(doomed, pathlib.Path(os.path.join(root, 'videos', 'good1.mp4')).read_bytes())
   it = data.make_pretrain_iterator(_cfg(root), **kw)
   os.remove(doomed)
   return it

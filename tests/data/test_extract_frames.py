@@ -1,6 +1,7 @@
 """Offline converter: real ArrayRecord shards, resumable, bad-video report, fresh pairs per epoch."""
 import json
 import os
+import pathlib
 
 import grain
 import numpy as np
@@ -30,7 +31,7 @@ def test_convert_resume_report_and_read_back(tmp_path):
   summary = extract_frames.main(args)
   assert summary['videos'] == 7 and summary['written'] == 5 and summary['shards'] == 3
   assert summary['bad'] == {'empty': 1, 'too_short': 1}
-  report = open(os.path.join(out, 'bad_videos.tsv')).read()
+  report = pathlib.Path(os.path.join(out, 'bad_videos.tsv')).read_text()
   assert 'empty.mp4\tempty' in report and 'one.mp4\ttoo_short' in report
   shards = sorted(f for f in os.listdir(out) if f.endswith('.array_record'))
   assert len(shards) == 3 and not [f for f in os.listdir(out) if f.endswith('.tmp')]

@@ -1,4 +1,6 @@
 """PyAV decoding on real encoded clips whose frames carry their own index in the pixels."""
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -137,8 +139,8 @@ def test_max_side_downscales_in_conversion(clips):
 
 
 def test_bad_videos_raise_counted_kinds(tmp_path, clips):
-  good = open(clips['h264.mp4'][0], 'rb').read()
-  webm = open(clips['vp9.webm'][0], 'rb').read()
+  good = pathlib.Path(clips['h264.mp4'][0]).read_bytes()
+  webm = pathlib.Path(clips['vp9.webm'][0]).read_bytes()
   (tmp_path / 'empty.mp4').write_bytes(b'')
   (tmp_path / 'garbage.mp4').write_bytes(np.random.default_rng(0).bytes(5000))
   (tmp_path / 'cut.mp4').write_bytes(good[:len(good) // 2])

@@ -6,7 +6,6 @@ remote command lines are executed, not just compared as text.
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time

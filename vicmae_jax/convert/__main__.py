@@ -10,8 +10,6 @@ import argparse
 import logging
 import sys
 
-import jax
-import numpy as np
 from flax import nnx
 
 from vicmae_jax import params_io

@@ -92,7 +92,7 @@ def train_step(state: FinetuneState, batch: dict[str, jax.Array], *, graphdef,
   new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
   acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
   return new, {"loss": loss, "train_top1_unmixed_labels": acc,
-               "learning_rate": schedule(state.step), "grad_norm": optax.global_norm(grads)}
+               "learning_rate": schedule(state.step), "grad_norm": optax.tree.norm(grads)}
 
 
 def eval_step(params: nnx.State, batch: dict[str, jax.Array], *, graphdef) -> dict[str, jax.Array]:
