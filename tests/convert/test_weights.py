@@ -35,6 +35,17 @@ def test_round_trip_is_exact(layout, parts):
     jax.tree.map(np.testing.assert_array_equal, pure[part], _pure(src)[part])
 
 
+def test_exported_arrays_are_writable_and_contiguous():
+  """So torch.from_numpy takes them without a warning and safetensors without a copy."""
+  model = _model()
+  assert not _pure(model)["encoder"]["norm"]["scale"].flags.writeable  # views of jax buffers
+  for layout in ("timm", "hf"):
+    state = export_state_dict(_pure(model), model.cfg, parts=("encoder", "decoder"), layout=layout)
+    for key, value in state.items():
+      assert value.flags.writeable and value.flags.c_contiguous, (layout, key)
+      assert value.dtype == np.float32, (layout, key)
+
+
 def test_timm_key_layout_and_shapes():
   cfg = model_config("test", **CFG)
   state = export_state_dict(_pure(_model()), cfg, parts=("encoder", "decoder", "projector"))

@@ -166,7 +166,8 @@ def _belongs_to_other_part(key: str, layout: str, parts: tuple[str, ...]) -> boo
 
 def export_state_dict(params: dict, cfg: ModelConfig, *, parts: tuple[str, ...] = ("encoder",),
                       layout: str = "timm") -> dict[str, np.ndarray]:
-  """Our pure-dict params -> {torch key: array} in `layout`, with position tables included."""
+  """Our pure-dict params -> {torch key: writable float32 array} in `layout`, with position
+  tables included."""
   out = {}
   for entry in layouts.entries(cfg, layout, parts):
     leaf = np.asarray(_get(params, entry.ours), dtype=np.float32)
@@ -179,4 +180,7 @@ def export_state_dict(params: dict, cfg: ModelConfig, *, parts: tuple[str, ...] 
     out[enc_pos] = table[None]
   if "decoder" in parts:
     out[dec_pos] = sincos_2d(cfg.decoder_width, cfg.grid)[None]
-  return out
+  # Owned, writable, C-contiguous: views of device buffers are read-only, which torch.from_numpy
+  # warns about, and safetensors wants contiguous memory. Copies only what needs it.
+  return {k: v if v.flags.writeable and v.flags.c_contiguous else np.array(v, order="C")
+          for k, v in out.items()}
