@@ -31,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from bench.common import BENCH_PEAK_SIZES  # noqa: E402
-from vicmae_jax import flops, logging_utils, optim, sharding  # noqa: E402
+from vicmae_jax import flops, hardware, logging_utils, optim, sharding  # noqa: E402
 from vicmae_jax.models import model_config  # noqa: E402
 from vicmae_jax.models.config import ModelConfig  # noqa: E402
 from vicmae_jax.train_state import StepConfig, create_train_state, train_step  # noqa: E402
@@ -42,11 +42,9 @@ TOTAL_STEPS = 10_000
 
 def bf16_peak() -> tuple[float | None, str]:
   """Dense bf16 datasheet peak of the first device, or None on CPU / unknown chips."""
-  kind = jax.devices()[0].device_kind
-  for key, peak in logging_utils.PEAK_BF16_FLOPS:
-    if key.lower() in kind.lower():
-      return peak, kind
-  return None, kind
+  device = jax.devices()[0]
+  chip = hardware.chip_of(device)
+  return (chip.peak_bf16_flops if chip else None), device.device_kind
 
 
 class JaxStep:
@@ -63,7 +61,8 @@ class JaxStep:
     self.batch = {
         k: jax.device_put(jax.random.normal(jax.random.key(i), shape, cfg.dtype), batch_sharding)
         for i, k in enumerate(("view1", "view2"))}
-    fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, sc=sc),
+    step = functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, sc=sc)
+    fn = jax.jit(hardware.bind(step, mesh),
                  in_shardings=(state_shardings, {k: batch_sharding for k in self.batch}),
                  out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=0)
     t0 = time.perf_counter()

@@ -105,8 +105,12 @@ def _missing_data(c: ml_collections.ConfigDict) -> list[str]:
   return problems
 
 
-def validate(c: ml_collections.ConfigDict, device_count: int, process_count: int = 1) -> ModelConfig:
-  """Checks a pretraining config against the devices; returns the resolved ModelConfig."""
+def validate(c: ml_collections.ConfigDict, device_count: int, process_count: int = 1,
+             check_data: bool = True) -> ModelConfig:
+  """Checks a pretraining config against the devices; returns the resolved ModelConfig.
+
+  `check_data=False` skips the data checks (compiling for a slice needs no data).
+  """
   problems = []
   model = None
   try:
@@ -130,9 +134,10 @@ def validate(c: ml_collections.ConfigDict, device_count: int, process_count: int
     problems.append(f"model.bn_group_size {model.bn_group_size} does not divide the micro-batch")
   if c.mode != "pretrain":
     problems.append(f"mode {c.mode!r} is not a pretraining mode")
-  if not c.synthetic_data and not c.input.sources:
+  if check_data and not c.synthetic_data and not c.input.sources:
     problems.append(f"input.sources is empty; see {DATA_DOCS} (or set synthetic_data=True)")
-  problems += _missing_data(c)
+  if check_data:
+    problems += _missing_data(c)
   if problems:
     raise ConfigError("Invalid config:\n  " + "\n  ".join(problems))
   return model

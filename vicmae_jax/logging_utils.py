@@ -11,13 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-# Dense bf16 peaks per chip (PERF.md 4.1-4.2), keyed by substrings of `device_kind`.
-PEAK_BF16_FLOPS = (
-    ("H200", 989e12), ("H100", 989e12), ("A100", 312e12), ("V100", 125e12),
-    ("TPU v6", 918e12), ("TPU v5p", 459e12), ("TPU v5 lite", 197e12), ("TPU v5e", 197e12),
-    ("TPU v5", 459e12), ("TPU v4", 275e12), ("TPU v3", 123e12),
-)
-
+from vicmae_jax import hardware
 
 # The product a matmul peak is measured with: low precision accumulates into float32, as the
 # model's products do (`models.linear.matmul`); on CPU that is what selects the bf16 GEMM kernels.
@@ -41,17 +35,17 @@ def measure_matmul_peak(dtype="float32", sizes: tuple[int, ...] = (2048,), reps:
   return best
 
 
-def device_peak_flops(dtype="float32") -> tuple[float, str]:
-  """(peak FLOP/s per device, how it was obtained): a datasheet bf16 figure on accelerators,
-  a matmul in the compute `dtype` measured now on CPU."""
-  device = jax.devices()[0]
-  kind = getattr(device, "device_kind", "")
-  for key, peak in PEAK_BF16_FLOPS:
-    if key.lower() in kind.lower():
-      return peak, f"{kind} bf16 datasheet"
-  if device.platform == "cpu":
+def device_peak_flops(target, dtype="float32") -> tuple[float, str]:
+  """(peak FLOP/s per device, how it was obtained) for the devices of `target` (a mesh or a
+  device list): the datasheet bf16 figure of a known accelerator; on CPU a matmul in the compute
+  `dtype` measured now (the program runs on this process's CPUs)."""
+  device = hardware.devices_of(target)[0]
+  chip = hardware.chip_of(device)
+  if chip is not None:
+    return chip.peak_bf16_flops, f"{chip.name} bf16 datasheet"
+  if hardware.platform_of([device]) == "cpu":
     return measure_matmul_peak(dtype=dtype), f"cpu {jnp.dtype(dtype).name} matmul measured at start"
-  return float("nan"), f"unknown peak for {kind}"
+  return float("nan"), f"unknown peak for {getattr(device, 'device_kind', device)}"
 
 
 def compiled_flops(compiled) -> float | None:

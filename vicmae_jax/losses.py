@@ -95,10 +95,11 @@ def vicmae_loss(outputs, view1: jax.Array, view2: jax.Array, *, patch: int, mode
   `outputs` is the model's `Outputs`; reconstruction targets are the views the encoder saw.
   """
   n = view1.shape[0]
-  recon_views = [
-      reconstruction_loss(outputs.pred[i * n:(i + 1) * n], view, outputs.mask[i * n:(i + 1) * n],
-                          patch, norm_pix)
-      for i, view in enumerate((view1, view2))]
+  # Pairs are interleaved in the model's per-image outputs (models.vicmae.interleave).
+  pred = outputs.pred.reshape((n, 2) + outputs.pred.shape[1:])
+  mask = outputs.mask.reshape((n, 2) + outputs.mask.shape[1:])
+  recon_views = [reconstruction_loss(pred[:, i], view, mask[:, i], patch, norm_pix)
+                 for i, view in enumerate((view1, view2))]
   recon = 0.5 * (recon_views[0] + recon_views[1])
   contrast, accuracy = contrastive_loss(outputs.online, outputs.target, mode, temperature)
   total = weight_recon * recon + weight_contrast * contrast

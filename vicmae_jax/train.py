@@ -6,21 +6,25 @@ The only module that talks to clu / TensorBoard.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from vicmae_jax import checkpointing, config_lib, data, logging_utils, optim, sharding, visualize
+from vicmae_jax import (checkpointing, config_lib, data, hardware, logging_utils, optim, sharding,
+                        visualize)
 from vicmae_jax.data.random_batches import RandomBatchIterator
-from vicmae_jax.models import merge_model
-from vicmae_jax.train_state import TrainState, create_train_state, train_step
+from vicmae_jax.models import merge_model, per_view
+from vicmae_jax.train_state import (TrainState, abstract_train_state, create_train_state,
+                                    train_step)
 
 _STEP_KEYS = ("view1", "view2", "is_video")
 
@@ -75,16 +79,59 @@ def abstract_state(state: TrainState, shardings) -> Any:
                       state, shardings)
 
 
-def _reconstruction_fn(graphdef, model_cfg, norm_pix: bool):
+@dataclasses.dataclass(frozen=True)
+class CompiledStep:
+  """The pretraining step of a config for one mesh, before any array exists.
+
+  `fn` is the jitted step (explicit shardings, donated state, traced for the mesh's platform);
+  `state` and `batch` are its arguments as sharded `ShapeDtypeStruct`s, so
+  `fn.lower(state, batch).compile()` builds the program for devices that need not be attached.
+  """
+
+  fn: Any
+  graphdef: Any
+  tx: Any
+  lr_fn: Any
+  state: Any
+  state_shardings: Any
+  batch: dict[str, jax.ShapeDtypeStruct]
+
+
+def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+  """The step's batch as the input pipeline delivers it (data/pipeline.py), sharded on `mesh`."""
+  b, size = config.batch_size, config.model.image_size
+  shard = sharding.batch_sharding(mesh)
+  view = jax.ShapeDtypeStruct((b, size, size, 3), jnp.float32, sharding=shard)
+  return {"view1": view, "view2": view,
+          "is_video": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=shard)}
+
+
+def build_train_step(config: ml_collections.ConfigDict, model_cfg, sched: config_lib.Schedule,
+                     mesh) -> CompiledStep:
+  """Optimizer, state skeleton and jitted step of a validated config: what `train_and_evaluate`
+  runs and `compile_check` compiles for a named slice, from this one function."""
+  tx, lr_fn = make_optimizer(config, sched)
+  sc = config_lib.step_config(config, model_cfg, sched.total_steps)
+  graphdef, state, shardings = abstract_train_state(model_cfg, tx, mesh, config.mesh.fsdp_min_mb)
+  batch = batch_spec(config, mesh)
+  step = functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn, sc=sc)
+  fn = jax.jit(hardware.bind(step, mesh),
+               in_shardings=(shardings, {k: v.sharding for k, v in batch.items()}),
+               out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=0)
+  return CompiledStep(fn=fn, graphdef=graphdef, tx=tx, lr_fn=lr_fn, state=state,
+                      state_shardings=shardings, batch=batch)
+
+
+def _reconstruction_fn(graphdef, model_cfg, norm_pix: bool, mesh):
   """Jitted: fixed examples -> (original, masked, reconstruction) of view 1, deterministic."""
 
   @jax.jit
+  @functools.partial(hardware.bind, target=mesh)
   def fn(params, target, stats, view1, view2):
     model = merge_model(graphdef, params, target, stats)
     out = model(view1, view2, rng=jax.random.PRNGKey(0), train=False)
-    n = view1.shape[0]
-    masked, recon = visualize.reconstruct_pixels(out.pred[:n], view1, out.mask[:n],
-                                                 model_cfg.patch, norm_pix)
+    masked, recon = visualize.reconstruct_pixels(per_view(out.pred)[0], view1,
+                                                 per_view(out.mask)[0], model_cfg.patch, norm_pix)
     return view1, masked, recon
   return fn
 
@@ -122,9 +169,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                sched.warmup_steps)
 
   logging.info("=== optimizer and state")
-  tx, lr_fn = make_optimizer(config, sched)
-  sc = config_lib.step_config(config, model_cfg, sched.total_steps)
-  graphdef, state, state_shardings = create_train_state(model_cfg, tx, config.seed, mesh,
+  built = build_train_step(config, model_cfg, sched, mesh)
+  graphdef, state, state_shardings = create_train_state(model_cfg, built.tx, config.seed, mesh,
                                                         config.mesh.fsdp_min_mb)
   if lead:
     logging_utils.log_parameter_overview(state.params)
@@ -135,7 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   ckpt.install_sigterm_handler()
-  restored = ckpt.restore_latest(abstract_state(state, state_shardings), it)
+  restored = ckpt.restore_latest(built.state, it)
   if restored is not None:
     state, _ = restored
   first_step = int(jax.device_get(state.step))
@@ -143,16 +189,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   config_dict = config.to_dict()
 
   logging.info("=== compile")
-  replicated = sharding.replicated(mesh)
-  step_fn = jax.jit(
-      functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn, sc=sc),
-      in_shardings=(state_shardings, {k: batch_sharding for k in _STEP_KEYS}),
-      out_shardings=(state_shardings, replicated), donate_argnums=0)
   batch = next(it)
   t0 = time.perf_counter()
-  compiled = step_fn.lower(state, {k: batch[k] for k in _STEP_KEYS}).compile()
+  compiled = built.fn.lower(state, {k: batch[k] for k in _STEP_KEYS}).compile()
   flops = logging_utils.compiled_flops(compiled)
-  peak, peak_source = logging_utils.device_peak_flops(model_cfg.dtype)
+  peak, peak_source = logging_utils.device_peak_flops(mesh, model_cfg.dtype)
   logging.info("compiled the train step in %.1f s; %.3g FLOPs per device per step (XLA); "
                "peak %.3g FLOP/s (%s)", time.perf_counter() - t0, flops or float("nan"), peak,
                peak_source)
@@ -160,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   writer, jsonl = logging_utils.create_writers(workdir)
   throughput = logging_utils.Throughput(sched.total_steps, config.batch_size, flops, peak,
                                         jax.device_count())
-  recon_fn = _reconstruction_fn(graphdef, model_cfg, config.loss.norm_pix)
+  recon_fn = _reconstruction_fn(graphdef, model_cfg, config.loss.norm_pix, mesh)
   examples = _fixed_examples(batch, config.num_image_examples)
   profile_dir = str(epath.Path(workdir) / "profile")
   profile_range = range(config.profile.start_step, config.profile.start_step + config.profile.num_steps)

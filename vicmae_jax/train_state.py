@@ -15,7 +15,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from vicmae_jax import ema, losses, sharding
+from vicmae_jax import ema, hardware, losses, sharding
 from vicmae_jax.models import ModelConfig, ViCMAE, merge_model, split_model, update_target
 
 
@@ -53,13 +53,7 @@ def _abstract_graphdef(cfg: ModelConfig):
   return split_model(nnx.eval_shape(lambda: ViCMAE(cfg, rngs=nnx.Rngs(0))))[0]
 
 
-def create_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, mesh: Mesh,
-                       fsdp_min_mb: float = 4.0):
-  """Builds the state directly sharded over `mesh`: abstract shapes first, then a jitted init.
-
-  Returns (graphdef, state, state shardings). No parameter is ever materialised unsharded.
-  """
-
+def _initializer(cfg: ModelConfig, tx: optax.GradientTransformation):
   def init(rng: jax.Array) -> TrainState:
     model = ViCMAE(cfg, rngs=nnx.Rngs(params=rng))
     _, params, target, rest = split_model(model)
@@ -67,12 +61,31 @@ def create_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed:
     return TrainState(step=zero, params=params, target=target, batch_stats=rest,
                       opt_state=tx.init(params), rng=jax.random.fold_in(rng, 1),
                       skipped=zero, consecutive_skipped=zero)
+  return init
 
-  rng = jax.random.PRNGKey(seed)
-  abstract = jax.eval_shape(init, rng)
+
+def abstract_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, mesh: Mesh,
+                         fsdp_min_mb: float = 4.0):
+  """(graphdef, state skeleton, shardings): shapes, dtypes and shardings over `mesh`, nothing
+  allocated. The skeleton is also the checkpoint restore target, and what `compile_check`
+  compiles against for a slice that is not attached."""
+  abstract = jax.eval_shape(_initializer(cfg, tx), jax.random.PRNGKey(0))
   shardings = sharding.tree_shardings(abstract, mesh, fsdp_min_mb)
-  state = jax.jit(init, out_shardings=shardings)(rng)
-  return _abstract_graphdef(cfg), state, shardings
+  skeleton = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, shardings)
+  return _abstract_graphdef(cfg), skeleton, shardings
+
+
+def create_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, mesh: Mesh,
+                       fsdp_min_mb: float = 4.0):
+  """Builds the state directly sharded over `mesh`: abstract shapes first, then a jitted init.
+
+  Returns (graphdef, state, state shardings). No parameter is ever materialised unsharded.
+  """
+  graphdef, _, shardings = abstract_train_state(cfg, tx, mesh, fsdp_min_mb)
+  init = hardware.bind(_initializer(cfg, tx), mesh)
+  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
+  return graphdef, state, shardings
 
 
 def _micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array]:

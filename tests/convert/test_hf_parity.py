@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from vicmae_jax import losses  # noqa: E402
 from vicmae_jax.convert import export_state_dict, load_pytorch_weights  # noqa: E402
-from vicmae_jax.models import ViCMAE, model_config  # noqa: E402
+from vicmae_jax.models import ViCMAE, model_config, per_view  # noqa: E402
 from vicmae_jax.models.posembed import sincos_2d  # noqa: E402
 
 SIZES = [
@@ -66,10 +66,11 @@ def test_encoder_and_loss_match_hugging_face(size):
   xj = jnp.asarray(x.transpose(0, 2, 3, 1))
   out = ours(xj, xj, noise=(jnp.asarray(noise), jnp.asarray(noise)), train=False)
 
-  np.testing.assert_array_equal(np.asarray(out.mask[:3]), hf_out.mask.numpy())
-  np.testing.assert_allclose(np.asarray(out.latent[:3]), hf_latent, atol=1e-4, rtol=0)
-  np.testing.assert_allclose(np.asarray(out.pred[:3]), hf_out.logits.numpy(), atol=1e-4, rtol=0)
-  loss = float(losses.reconstruction_loss(out.pred[:3], xj, out.mask[:3], patch))
+  np.testing.assert_array_equal(np.asarray(per_view(out.mask)[0]), hf_out.mask.numpy())
+  np.testing.assert_allclose(np.asarray(per_view(out.latent)[0]), hf_latent, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(per_view(out.pred)[0]), hf_out.logits.numpy(), atol=1e-4,
+                             rtol=0)
+  loss = float(losses.reconstruction_loss(per_view(out.pred)[0], xj, per_view(out.mask)[0], patch))
   assert abs(loss - float(hf_out.loss)) < 1e-4
 
 
@@ -96,7 +97,8 @@ def test_exported_hf_layout_loads_into_transformers(tmp_path):
     hf_out = hf(pixel_values=torch.from_numpy(x), noise=torch.from_numpy(noise))
   xj = jnp.asarray(x.transpose(0, 2, 3, 1))
   out = ours(xj, xj, noise=(jnp.asarray(noise), jnp.asarray(noise)), train=False)
-  np.testing.assert_allclose(np.asarray(out.pred[:2]), hf_out.logits.numpy(), atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(per_view(out.pred)[0]), hf_out.logits.numpy(), atol=1e-4,
+                             rtol=0)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -122,7 +124,7 @@ def test_gradients_match_hugging_face_autograd(size):
 
   def loss_fn(model):
     out = model(xj, xj, noise=(jnp.asarray(noise), jnp.asarray(noise)), train=False)
-    return losses.reconstruction_loss(out.pred[:3], xj, out.mask[:3], patch)
+    return losses.reconstruction_loss(per_view(out.pred)[0], xj, per_view(out.mask)[0], patch)
 
   grads = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.grad(loss_fn)(ours)))
   ours_hf = export_state_dict(grads, cfg, parts=("encoder", "decoder"), layout="hf")

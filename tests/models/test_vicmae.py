@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vicmae_jax import losses
-from vicmae_jax.models import (ENCODERS, ViCMAE, count_params, model_config,
-                               split_model, merge_model)
+from vicmae_jax import hardware, losses
+from vicmae_jax.models import (ENCODERS, ViCMAE, count_params, interleave, merge_model,
+                               model_config, per_view, split_model)
 
 
 def _abstract_forward(cfg, batch=2):
@@ -90,7 +90,8 @@ def test_explicit_noise_reproduces_masks_and_outputs():
   b = model(x, x, noise=noise, train=False)
   np.testing.assert_array_equal(a.mask, b.mask)
   np.testing.assert_array_equal(a.pred, b.pred)
-  np.testing.assert_array_equal(a.mask[:2], (np.argsort(np.argsort(noise[0], 1), 1) >= 8))
+  np.testing.assert_array_equal(per_view(a.mask)[0], (np.argsort(np.argsort(noise[0], 1), 1) >= 8))
+  np.testing.assert_array_equal(per_view(a.mask)[1], (np.argsort(np.argsort(noise[1], 1), 1) >= 8))
 
 
 def test_bf16_compute_keeps_fp32_params_and_loss():
@@ -106,9 +107,8 @@ def test_bf16_compute_keeps_fp32_params_and_loss():
   assert total.dtype == jnp.float32 and np.isfinite(float(total))
   # On CPU the projector and predictor compute in fp32 (one row per image: casting their weights
   # would cost more than it saves), the encoder in bf16.
-  heads = [model.projector, model.predictor, model.target.projector]
-  assert all(d.dtype == jnp.float32 for h in heads for d in h.linears)
-  assert model.encoder.blocks[0].mlp.fc1.dtype == jnp.bfloat16
+  assert _dots(cfg, "cpu", jnp.float32) == 3 + 2 + 3  # projector, predictor, target projector
+  assert _dots(cfg, "cpu", jnp.bfloat16) > 0 and model.encoder.blocks[0].mlp.fc1.dtype == jnp.bfloat16
 
 
 def test_remat_changes_nothing_numerically():
@@ -135,11 +135,42 @@ def test_grouped_batchnorm_needs_divisible_batch():
                                   rng=jax.random.key(0))
 
 
-def test_heads_keep_the_model_dtype_on_accelerators(monkeypatch):
-  """Only CPU runs the projector/predictor in fp32 (a speed choice); GPU/TPU use cfg.dtype."""
-  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+def _dots(cfg, platform: str, dtype) -> int:
+  """Products with both operands in `dtype` in the forward pass of `cfg`'s model traced for
+  `platform` (BatchNorm in eval mode: a plain trace may not update its statistics)."""
+  model = ViCMAE(cfg, rngs=nnx.Rngs(0))
+  x = jnp.ones((4, 16, 16, 3))
+  with hardware.building_for(platform):
+    jaxpr = jax.make_jaxpr(lambda a, b: model(a, b, rng=jax.random.key(0), train=False))(x, x)
+  return sum(all(v.aval.dtype == dtype for v in e.invars) for e in _all_eqns(jaxpr.jaxpr)
+             if e.primitive.name == "dot_general")
+
+
+def _all_eqns(jaxpr):
+  """Every equation of a jaxpr, nested ones (custom VJPs, remat, calls) included."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (list, tuple)) else [param]):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          yield from _all_eqns(inner)
+
+
+def test_heads_keep_the_model_dtype_on_accelerators():
+  """Only a program built for CPU runs the projector/predictor in fp32 (a speed choice); GPU and
+  TPU programs use cfg.dtype, whichever backend the tracing process has."""
   cfg = model_config("test", image_size=16, dtype="bfloat16", projector_hidden=32,
                      predictor_hidden=32)
-  model = ViCMAE(cfg, rngs=nnx.Rngs(0))
-  assert all(d.dtype == jnp.bfloat16 for h in (model.projector, model.predictor)
-             for d in h.linears)
+  head_linears = 3 + 2 + 3  # projector, predictor, target projector
+  assert _dots(cfg, "gpu", jnp.bfloat16) - _dots(cfg, "cpu", jnp.bfloat16) == head_linears
+  assert _dots(cfg, "tpu", jnp.bfloat16) == _dots(cfg, "gpu", jnp.bfloat16)
+  assert _dots(cfg, "gpu", jnp.float32) == 0
+
+
+def test_interleave_and_per_view_are_inverse():
+  a, b = jnp.arange(6.0).reshape(3, 2), 10 + jnp.arange(6.0).reshape(3, 2)
+  both = interleave(a, b)
+  np.testing.assert_array_equal(both[0::2], a)
+  np.testing.assert_array_equal(both[1::2], b)
+  np.testing.assert_array_equal(per_view(both), jnp.stack([a, b]))

@@ -5,12 +5,14 @@ source order. `save_features` writes them as .npy files and optionally as ArrayR
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 from typing import Any, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
@@ -18,18 +20,49 @@ from jax.experimental import multihost_utils
 from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation.classifier import readout
+from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.vit import ViTEncoder
+
+
+def _features(graphdef, state, images):
+  tokens = nnx.merge(graphdef, state)(images)
+  return {"cls": readout(tokens, "cls"), "mean": readout(tokens, "mean")}
 
 
 @functools.lru_cache(maxsize=16)
 def _jitted_features(graphdef):
   # One jitted function per architecture, so repeated calls (in-loop kNN) reuse the compilation.
-  @jax.jit
-  def fn(state, images):
-    model = nnx.merge(graphdef, state)
-    tokens = model(images)
-    return {"cls": readout(tokens, "cls"), "mean": readout(tokens, "mean")}
-  return fn
+  return jax.jit(functools.partial(_features, graphdef))
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStep:
+  """The frozen encoder's feature step of an evaluation config for one mesh, abstract (see
+  `train.CompiledStep`): what linear probing, kNN and feature extraction run per batch."""
+
+  fn: Any
+  state: Any
+  batch: jax.ShapeDtypeStruct
+  model_cfg: ModelConfig
+  model_flops: float       # analytic forward FLOPs of one batch
+
+
+def build_feature_step(config, mesh, batch_size: int) -> FeatureStep:
+  """`compile_check`'s view of the frozen-encoder step: the config's architecture, the encoder
+  replicated (or FSDP-sharded by the usual rules), a batch of images sharded over the mesh."""
+  from vicmae_jax import config_lib, flops, hardware, sharding
+  cfg = config_lib.model_config(config)
+  graphdef, state = nnx.split(nnx.eval_shape(lambda: ViTEncoder(cfg, rngs=nnx.Rngs(0))))
+  shardings = sharding.tree_shardings(state, mesh, config.mesh.fsdp_min_mb)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                       state, shardings)
+  batch_sharding = sharding.batch_sharding(mesh)
+  images = jax.ShapeDtypeStruct((batch_size, cfg.image_size, cfg.image_size, 3), jnp.float32,
+                                sharding=batch_sharding)
+  fn = jax.jit(hardware.bind(functools.partial(_features, graphdef), mesh),
+               in_shardings=(shardings, batch_sharding), out_shardings=sharding.replicated(mesh))
+  return FeatureStep(fn=fn, state=state, batch=images, model_cfg=cfg,
+                     model_flops=batch_size * flops.encoder_fwd(cfg, cfg.num_patches))
 
 
 def feature_fn(encoder: ViTEncoder):

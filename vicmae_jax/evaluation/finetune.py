@@ -28,7 +28,7 @@ import optax
 from etils import epath
 from flax import nnx
 
-from vicmae_jax import checkpointing, config_lib, logging_utils, sharding
+from vicmae_jax import checkpointing, config_lib, flops, hardware, logging_utils, sharding
 from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_data
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import video as video_lib
@@ -165,13 +165,17 @@ def video_sample_fn(config, source, image_size: int):
       rand_augment_m=a.rand_augment_m, reprob=a.reprob, **video_kwargs(config))
 
 
+def _new_video_model(config, model_cfg: ModelConfig, num_classes: int):
+  return video_lib.VideoClassifier(model_cfg, num_classes, num_frames=config.video.num_frames,
+                                   tubelet=config.video.tubelet,
+                                   drop_path_rate=config.head.drop_path,
+                                   head_dropout=config.video.head_dropout,
+                                   rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
+
+
 def build_video_model(config, model_cfg: ModelConfig, num_classes: int):
   """VideoClassifier with the image encoder of `config.init` inflated to tubelets."""
-  model = video_lib.VideoClassifier(model_cfg, num_classes, num_frames=config.video.num_frames,
-                                    tubelet=config.video.tubelet,
-                                    drop_path_rate=config.head.drop_path,
-                                    head_dropout=config.video.head_dropout,
-                                    rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
+  model = _new_video_model(config, model_cfg, num_classes)
   if config.init.source == "none":
     return model, None
   image = build_classifier(config, model_cfg, 1)
@@ -238,6 +242,84 @@ def _with_source(config: ml_collections.ConfigDict, source: str) -> ml_collectio
   return c
 
 
+@dataclasses.dataclass(frozen=True)
+class FinetuneStep:
+  """The fine-tuning step of a config for one mesh, before any array exists (see
+  `train.CompiledStep`): jitted train, eval and logits functions traced for the mesh's platform,
+  the state and batch as sharded `ShapeDtypeStruct`s, and `init_state(params)`."""
+
+  fn: Any
+  eval_fn: Any
+  logits_fn: Any
+  init_state: Any
+  state: Any
+  state_shardings: Any
+  batch: dict[str, jax.ShapeDtypeStruct]
+  model_cfg: ModelConfig
+  model_flops: float      # analytic training FLOPs of one step (flops.py conventions)
+
+
+def schedule_steps(config: ml_collections.ConfigDict, per_epoch: int) -> tuple[int, int]:
+  """(total steps, warm-up steps) of a fine-tuning config."""
+  total = config.total_steps or int(round(config.num_epochs * per_epoch))
+  warmup = min(int(round(config.optim.warmup_epochs * per_epoch)), max(total - 1, 0))
+  return total, warmup
+
+
+def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes: int,
+                        model_cfg: ModelConfig | None = None, model=None, total: int | None = None,
+                        warmup: int | None = None) -> FinetuneStep:
+  """Optimizer, state skeleton and jitted steps of a fine-tuning config: what `finetune` runs
+  and `compile_check` compiles for a named slice. `model` (concrete or abstract) defaults to an
+  abstract one of `model_cfg` (default: the config's architecture); `total`/`warmup` default to
+  the config's own (the schedule is a value in the program, not a shape)."""
+  model_cfg = model_cfg or config_lib.model_config(config)
+  video = is_video(config)
+  if model is None:
+    new = _new_video_model if video else build_classifier
+    model = nnx.eval_shape(lambda: new(config, model_cfg, num_classes))
+  if total is None:
+    total, warmup = schedule_steps(config, config.steps_per_epoch or 1)
+  graphdef, params = nnx.split(model, nnx.Param)
+  peak_lr = config.optim.base_lr * config.batch_size / 256.0
+  lr_fn = optax.warmup_cosine_decay_schedule(0.0, peak_lr, warmup, max(total, warmup + 1),
+                                             config.optim.min_lr)
+  tx = make_optimizer(params, lr_fn, depth=model_cfg.depth,
+                      layer_decay_rate=config.optim.layer_decay, b1=config.optim.b1,
+                      b2=config.optim.b2, eps=config.optim.eps,
+                      weight_decay=config.optim.weight_decay, grad_clip=config.optim.grad_clip)
+
+  def init_state(params):
+    return FinetuneState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                         rng=jax.random.PRNGKey(config.seed + 1))
+
+  abstract = jax.eval_shape(init_state, params)
+  shardings = sharding.tree_shardings(abstract, mesh, config.mesh.fsdp_min_mb)
+  skeleton = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, shardings)
+  batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+  b, size = config.batch_size, model_cfg.image_size
+  frames = (config.video.num_frames,) if video else ()
+  batch = {"image": jax.ShapeDtypeStruct((b,) + frames + (size, size, 3), jnp.float32),
+           "target": jax.ShapeDtypeStruct((b, num_classes), jnp.float32),
+           "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
+  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
+           for k, v in batch.items()}
+  bind = functools.partial(hardware.bind, target=mesh)
+  fn = jax.jit(bind(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn)),
+               in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
+               donate_argnums=0)
+  eval_fn = jax.jit(bind(functools.partial(eval_step, graphdef=graphdef)),
+                    in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
+  logits_fn = jax.jit(bind(lambda p, x: nnx.merge(graphdef, p, copy=True)(x)),
+                      in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
+  tubelets = config.video.num_frames // config.video.tubelet if video else 1
+  model_flops = 3.0 * b * flops.encoder_fwd(model_cfg, tubelets * model_cfg.num_patches)
+  return FinetuneStep(fn=fn, eval_fn=eval_fn, logits_fn=logits_fn, init_state=init_state,
+                      state=skeleton, state_shardings=shardings, batch=batch,
+                      model_cfg=model_cfg, model_flops=model_flops)
+
+
 # --- the loop -------------------------------------------------------------------------------------
 def finetune(config: ml_collections.ConfigDict, workdir: str,
              stop_after_steps: int | None = None) -> dict[str, Any]:
@@ -276,8 +358,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                               mix=mix_fn(config, num_classes), sharding=batch_sharding,
                               threads=config.data.threads, **loader)
   per_epoch = config.steps_per_epoch or max(len(train_src) * repeats // config.batch_size, 1)
-  total = config.total_steps or int(round(config.num_epochs * per_epoch))
-  warmup = min(int(round(config.optim.warmup_epochs * per_epoch)), max(total - 1, 0))
+  total, warmup = schedule_steps(config, per_epoch)
   logging.info("%d train / %d val examples, %d classes; %d steps/epoch, %d steps, %d warm-up",
                len(train_src), len(val_src), num_classes, per_epoch, total, warmup)
 
@@ -298,40 +379,18 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     if not resuming:
       report = init_lib.init_encoder(model, config.init.source, config.init.path,
                                      config.init.get("layout") or None)
-  graphdef, params = nnx.split(model, nnx.Param)
-  peak_lr = config.optim.base_lr * config.batch_size / 256.0
-  lr_fn = optax.warmup_cosine_decay_schedule(0.0, peak_lr, warmup, max(total, warmup + 1),
-                                             config.optim.min_lr)
-  tx = make_optimizer(params, lr_fn, depth=model_cfg.depth,
-                      layer_decay_rate=config.optim.layer_decay, b1=config.optim.b1,
-                      b2=config.optim.b2, eps=config.optim.eps,
-                      weight_decay=config.optim.weight_decay, grad_clip=config.optim.grad_clip)
-
-  def init_state(params):
-    return FinetuneState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                         rng=jax.random.PRNGKey(config.seed + 1))
-
-  abstract = jax.eval_shape(init_state, params)
-  shardings = sharding.tree_shardings(abstract, mesh, config.mesh.fsdp_min_mb)
-  state = jax.jit(init_state, out_shardings=shardings)(params)
+  built = build_finetune_step(config, mesh, num_classes=num_classes, model_cfg=model_cfg,
+                              model=model, total=total, warmup=warmup)
+  params = nnx.state(model, nnx.Param)
+  state = jax.jit(built.init_state, out_shardings=built.state_shardings)(params)
   del params
-  restored = ckpt.restore_latest(
-      jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state,
-                   shardings), it)
+  restored = ckpt.restore_latest(built.state, it)
   if restored is not None:
     state, _ = restored
   first_step = int(jax.device_get(state.step))
   if lead:
     logging_utils.log_parameter_overview(state.params)
-
-  replicated = sharding.replicated(mesh)
-  step_fn = jax.jit(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn),
-                    in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
-                    donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(eval_step, graphdef=graphdef),
-                    in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
-  logits_fn = jax.jit(lambda p, x: nnx.merge(graphdef, p, copy=True)(x),
-                      in_shardings=(shardings.params, batch_sharding), out_shardings=replicated)
+  step_fn, eval_fn, logits_fn = built.fn, built.eval_fn, built.logits_fn
 
   def run_eval(params):
     if video:

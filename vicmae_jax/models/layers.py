@@ -30,8 +30,10 @@ class Dense(nnx.Module):
     self.kernel = nnx.Param(kernel_init(rngs.params(), (in_features, out_features), jnp.float32))
     self.bias = nnx.Param(bias_init(rngs.params(), (out_features,), jnp.float32))
 
-  def __call__(self, x: jax.Array) -> jax.Array:
-    dtype = jnp.result_type(x, self.kernel[...]) if self.dtype is None else self.dtype
+  def __call__(self, x: jax.Array, dtype=None) -> jax.Array:
+    """`dtype`, when given, overrides the compute dtype for this call."""
+    dtype = dtype if dtype is not None else self.dtype
+    dtype = jnp.result_type(x, self.kernel[...]) if dtype is None else dtype
     return linear(x.astype(dtype), self.kernel[...].astype(dtype), self.bias[...].astype(dtype))
 
 
@@ -215,7 +217,8 @@ class MLPHead(nnx.Module):
         + [dense(dims[-1], out_features, dtype=dtype, rngs=rngs)])
     self.norms = nnx.List([BatchNorm(hidden) for _ in range(hidden_layers)])
 
-  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, *, train: bool, dtype=None) -> jax.Array:
+    """`dtype`, when given, overrides the linears' compute dtype (BatchNorm stays float32)."""
     for dense_layer, norm in zip(self.linears[:-1], self.norms):
-      x = jax.nn.relu(norm(dense_layer(x), train=train))
-    return self.linears[-1](x)
+      x = jax.nn.relu(norm(dense_layer(x, dtype), train=train))
+    return self.linears[-1](x, dtype)

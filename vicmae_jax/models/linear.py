@@ -23,13 +23,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from vicmae_jax import hardware
+
 
 def cpu_layout_vjps() -> bool:
-  """Whether the hand-laid-out backward passes (here and in `attention`) are used: on CPU only.
+  """Whether the hand-laid-out backward passes (here and in `attention`) are used: only in a
+  program built for CPU (`hardware.target_platform`, set from the step's mesh).
 
   GPU and TPU compilers fold transposes into their GEMM calls, so autodiff is already right there.
   """
-  return jax.default_backend() == "cpu"
+  return hardware.is_cpu()
 
 
 def _low_precision(a: jax.Array) -> bool:

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vicmae_jax import masking
+from vicmae_jax import hardware, masking
 from vicmae_jax.ema import ema_update
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.layers import MLPHead
@@ -32,11 +32,28 @@ class TargetBranch(nnx.Module):
 
 
 class Outputs(NamedTuple):
-  pred: jax.Array         # [2N, L, p*p*3] reconstruction of both views (view 1 first)
+  """Per-image arrays hold both views with pairs interleaved (`interleave`): `per_view(x)[v]`
+  gives view v + 1 of every pair."""
+  pred: jax.Array         # [2N, L, p*p*3] reconstruction of both views
   mask: jax.Array         # [2N, L] 1 = masked
   latent: jax.Array       # [2N, 1 + K, D] online encoder output after the final LayerNorm
   online: jax.Array       # [2, N, C] projector (shared) or predictor (ema) output per view
   target: jax.Array | None  # [2, N, C] stop-gradient target projections (ema mode)
+
+
+def interleave(view1: jax.Array, view2: jax.Array) -> jax.Array:
+  """[N, ...] x 2 -> [2N, ...] with rows 2i, 2i + 1 = pair i's two views.
+
+  Interleaving (not concatenating) keeps each pair on the device that holds it when the batch is
+  sharded: a concatenation would move half of every device's images to other devices (all-to-all
+  of the batch) and its slices back again (collective-permutes of activations).
+  """
+  return jnp.stack([view1, view2], axis=1).reshape((2 * view1.shape[0],) + view1.shape[1:])
+
+
+def per_view(x: jax.Array) -> jax.Array:
+  """Inverse of `interleave`, stacked: [2N, ...] -> [2, N, ...] (x[0] = view 1 of every pair)."""
+  return jnp.swapaxes(x.reshape((x.shape[0] // 2, 2) + x.shape[1:]), 0, 1)
 
 
 def pool(tokens: jax.Array, how: str) -> jax.Array:
@@ -64,23 +81,24 @@ class ViCMAE(nnx.Module):
     self.cfg = cfg
     self.encoder = ViTEncoder(cfg, rngs=rngs)
     self.decoder = MAEDecoder(cfg, rngs=rngs)
-    # On CPU the heads compute in float32 whatever cfg.dtype is: they see one row per image, and
-    # a bf16 GEMM there costs more in casting and transposing their 4096-wide weights each step
-    # than it saves (ViT-S bf16 step 1.41 -> 1.32 s). Accelerators keep cfg.dtype, as the
-    # released code's autocast does; their large batches make the heads' bf16 GEMMs pay.
-    head_dtype = jnp.float32 if jax.default_backend() == "cpu" else jnp.dtype(cfg.dtype)
+    dtype = jnp.dtype(cfg.dtype)
     self.projector = MLPHead(cfg.width, cfg.projector_hidden, cfg.projector_out, hidden_layers=2,
-                             dtype=head_dtype, rngs=rngs)
+                             dtype=dtype, rngs=rngs)
     if cfg.contrastive_mode == "ema_target":
       self.predictor = MLPHead(cfg.projector_out, cfg.predictor_hidden, cfg.projector_out,
-                               hidden_layers=1, dtype=head_dtype, rngs=rngs)
+                               hidden_layers=1, dtype=dtype, rngs=rngs)
       # The target starts as an exact copy of the online branch (BYOL / MoCo v3).
       self.target = TargetBranch(nnx.clone(self.encoder), nnx.clone(self.projector))
 
   def _heads(self, head: MLPHead, feats: jax.Array, train: bool) -> jax.Array:
     """Runs a projector/predictor on [2, N, C], each view (or group) normalised on its own."""
     shape = feats.shape
-    out = head(_grouped(feats, self.cfg.bn_group_size), train=train)
+    # In a program built for CPU the heads compute in float32 whatever cfg.dtype is: they see one
+    # row per image, and a bf16 GEMM there costs more in casting and transposing their 4096-wide
+    # weights each step than it saves (ViT-S bf16 step 1.41 -> 1.32 s). Accelerators keep
+    # cfg.dtype, as the released code's autocast does; their large batches make bf16 GEMMs pay.
+    dtype = jnp.float32 if hardware.is_cpu() else None
+    out = head(_grouped(feats, self.cfg.bn_group_size), train=train, dtype=dtype)
     return out.reshape(shape[:2] + out.shape[-1:]).astype(jnp.float32)
 
   def __call__(self, view1: jax.Array, view2: jax.Array, *,
@@ -91,30 +109,31 @@ class ViCMAE(nnx.Module):
     Args:
       view1, view2: [N, H, W, 3] normalised images (two frames of a video or two views of an image).
       noise: optional per-view uniform noise, each [N, L], that fixes the masks exactly (as the
-        released code and Hugging Face ViTMAE accept); otherwise drawn from `rng`.
+        released code and Hugging Face ViTMAE accept); otherwise drawn from `rng` as one
+        [2N, L] array in the interleaved order.
       rng: PRNG key for the masking noise when `noise` is None.
       train: BatchNorm uses batch statistics (and updates its running averages) when True.
     """
     cfg = self.cfg
     n = view1.shape[0]
-    images = jnp.concatenate([view1, view2], axis=0).astype(cfg.dtype)
+    images = interleave(view1, view2).astype(cfg.dtype)
     if noise is None:
       if rng is None:
         raise ValueError("ViCMAE needs either `noise` or an `rng` to draw the masks.")
       noise_all = jax.random.uniform(rng, (2 * n, cfg.num_patches))
     else:
-      noise_all = jnp.concatenate([noise[0], noise[1]], axis=0)
+      noise_all = interleave(noise[0], noise[1])
     m = masking.random_masking(noise_all, cfg.len_keep)
     latent = self.encoder(images, m.ids_keep)
     pred = self.decoder(latent, m.ids_restore).astype(jnp.float32)
-    feats = pool(latent, cfg.pooling).reshape(2, n, -1)
+    feats = per_view(pool(latent, cfg.pooling))
     online = self._heads(self.projector, feats, train)
     target = None
     if cfg.contrastive_mode == "ema_target":
       online = self._heads(self.predictor, online, train)
       ids = None if cfg.target_sees_full_view else m.ids_keep
       t_latent = self.target.encoder(images, ids)
-      t_feats = pool(t_latent, cfg.pooling).reshape(2, n, -1)
+      t_feats = per_view(pool(t_latent, cfg.pooling))
       target = jax.lax.stop_gradient(self._heads(self.target.projector, t_feats, train))
     return Outputs(pred=pred, mask=m.mask, latent=latent, online=online, target=target)
 
