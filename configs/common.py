@@ -44,7 +44,8 @@ def base_config() -> ml_collections.ConfigDict:
       variant="B/16", image_size=224, mask_ratio=0.5, pooling="mean",
       contrastive_mode="ema_target", projector_hidden=4096, projector_out=128,
       predictor_hidden=4096, bn_group_size=0, target_sees_full_view=False, dtype="float32",
-      remat=False, attention_impl="", width=0, depth=0, heads=0, mlp_dim=0, patch=0,
+      remat=False, remat_policy="full", attention_impl="", width=0, depth=0, heads=0, mlp_dim=0,
+      patch=0,
       decoder_width=0, decoder_depth=0, decoder_heads=0))
   c.loss = ml_collections.ConfigDict(dict(
       temperature=0.1, weight_recon=0.97, weight_contrast=0.03, contrast_ramp_steps=0,

@@ -40,3 +40,20 @@ def test_bfloat16_attention_products_stay_bfloat16_when_compiled(dot_operand_dty
   dtypes = dot_operand_dtypes(text)
   # forward q k^T and p v (q k^T again for the saved probabilities is fine), backward 4 products
   assert len(dtypes) >= 6 and all(d == ("bf16", "bf16") for d in dtypes), dtypes
+
+
+def test_accelerator_attention_keeps_bf16_logits_and_tracks_float32():
+  """Built for TPU/GPU: the [T, T] logits leave the product in bf16 (the released autocast's
+  precision), the softmax runs in float32, and the result stays within bf16 rounding of the
+  float32 attention; a CPU program keeps float32 logits."""
+  from vicmae_jax import hardware
+  qkv = jax.random.normal(jax.random.key(4), (2, 13, 3, 2, 8))
+  want = _reference(qkv)
+  for platform, logits_dtype in (("tpu", jnp.bfloat16), ("cpu", jnp.float32)):
+    with hardware.building_for(platform):
+      jaxpr = jax.make_jaxpr(attention.attention)(qkv.astype(jnp.bfloat16))
+      got = attention.attention(qkv.astype(jnp.bfloat16))
+    dots = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "dot_general"]
+    if platform == "tpu":
+      assert dots[0].outvars[0].aval.dtype == logits_dtype  # q k^T
+    np.testing.assert_allclose(np.asarray(got, np.float32), np.asarray(want), atol=3e-2)

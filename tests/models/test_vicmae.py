@@ -114,9 +114,9 @@ def test_bf16_compute_keeps_fp32_params_and_loss():
 def test_remat_changes_nothing_numerically():
   x = jax.random.normal(jax.random.key(1), (2, 16, 16, 3))
   grads = []
-  for remat in (False, True):
-    cfg = model_config("test", image_size=16, remat=remat, projector_hidden=32,
-                       contrastive_mode="shared_projector")
+  for remat, policy in ((False, "full"), (True, "full"), (True, "dots")):
+    cfg = model_config("test", image_size=16, remat=remat, remat_policy=policy,
+                       projector_hidden=32, contrastive_mode="shared_projector")
     graphdef, params, target, rest = split_model(ViCMAE(cfg, rngs=nnx.Rngs(0)))
 
     def loss(p):
@@ -124,7 +124,14 @@ def test_remat_changes_nothing_numerically():
       return losses.vicmae_loss(out, x, x, patch=cfg.patch, mode=cfg.contrastive_mode)[0]
 
     grads.append(jax.jit(jax.grad(loss))(params))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), *grads)
+  for other in grads[1:]:
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads[0],
+                 other)
+
+
+def test_unknown_remat_policy_is_refused():
+  with pytest.raises(ValueError, match="remat_policy"):
+    model_config("test", remat=True, remat_policy="some")
 
 
 def test_grouped_batchnorm_needs_divisible_batch():

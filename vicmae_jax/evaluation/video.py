@@ -95,7 +95,8 @@ class VideoClassifier(nnx.Module):
     x = self.patch_embed(tokens) + pos.astype(tokens.dtype)
     cls = (self.cls_token[...] + self.pos_embed_class[...]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
-    x = layers.run_blocks(self.blocks, x, self.cfg.remat, self.drop_path_rate, rng)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat, self.drop_path_rate, rng,
+                          remat_policy=self.cfg.remat_policy)
     return self.fc_norm(jnp.mean(x[:, 1:].astype(jnp.float32), axis=1))
 
   def __call__(self, videos: jax.Array, rng: jax.Array | None = None) -> jax.Array:

@@ -9,6 +9,7 @@ import dataclasses
 from typing import Literal
 
 ContrastiveMode = Literal["ema_target", "shared_projector"]
+REMAT_POLICIES = ("full", "dots")
 Pooling = Literal["mean", "cls", "max"]
 
 
@@ -88,6 +89,10 @@ class ModelConfig:
   # Numerics and memory.
   dtype: str = "float32"  # compute dtype of activations; params are always float32
   remat: bool = False
+  # What a rematerialised block keeps for the backward pass: "full" keeps only its input and
+  # recomputes everything; "dots" also keeps the outputs of its weight matmuls (qkv, projection,
+  # MLP) and recomputes the rest (norms, GELU, attention): less recompute, more memory.
+  remat_policy: str = "full"
   # None: models.attention.attention (XLA); else passed to jax.nn.dot_product_attention ("cudnn")
   attention_impl: str | None = None
   # Fine-tuning reuses the encoder with a trainable position embedding.
@@ -125,6 +130,9 @@ class ModelConfig:
                        f"got {self.contrastive_mode!r}.")
     if self.dtype not in ("float32", "bfloat16", "float16"):
       raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, "
+                       f"got {self.remat_policy!r}.")
     if self.len_keep < 1:
       raise ValueError(f"mask_ratio {self.mask_ratio} leaves no visible patch.")
 

@@ -148,22 +148,31 @@ def _block_with_drop_path(rate: float):
   return fn
 
 
+def _remat_policy(name: str):
+  """`ModelConfig.remat_policy` -> a jax.checkpoint policy (None: save nothing)."""
+  if name == "dots":
+    # The Dense products are dot_generals without batch dimensions; attention's are batched.
+    return jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+  return None
+
+
 def run_blocks(blocks: nnx.List, x: jax.Array, remat: bool, drop_path_rate: float = 0.0,
-               rng: jax.Array | None = None) -> jax.Array:
+               rng: jax.Array | None = None, remat_policy: str = "full") -> jax.Array:
   """Applies blocks in order, optionally rematerialising each block's activations.
 
   With `drop_path_rate` > 0 and an `rng`, block i drops its branches at the linear rate i.
   """
   rates = drop_path_rates(drop_path_rate, len(blocks))
   use_dp = drop_path_rate > 0.0 and rng is not None
+  policy = _remat_policy(remat_policy)
   for i, block in enumerate(blocks):
     key = jax.random.fold_in(rng, i) if use_dp else None
     rate = rates[i] if use_dp else 0.0
     if remat and use_dp:
       # The rate is a Python float closed over (static); only the key is traced.
-      x = nnx.remat(_block_with_drop_path(rate))(block, x, key)
+      x = nnx.remat(_block_with_drop_path(rate), policy=policy)(block, x, key)
     elif remat:
-      x = nnx.remat(lambda b, h: b(h))(block, x)
+      x = nnx.remat(lambda b, h: b(h), policy=policy)(block, x)
     else:
       x = block(x, rate, key)
   return x

@@ -78,7 +78,8 @@ class ViTEncoder(nnx.Module):
     x = self.patch_embed(patches) + pos_patches.astype(self.cfg.dtype)
     cls = (self.cls_token[...] + pos[:1]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
-    x = layers.run_blocks(self.blocks, x, self.cfg.remat, drop_path_rate, drop_path_rng)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat, drop_path_rate, drop_path_rng,
+                          remat_policy=self.cfg.remat_policy)
     return self.norm(x) if final_norm else x
 
 
@@ -108,5 +109,5 @@ class MAEDecoder(nnx.Module):
     tokens = masking.gather_tokens(jnp.concatenate([x[:, 1:], mask_tokens], axis=1), ids_restore)
     x = jnp.concatenate([x[:, :1], tokens], axis=1)
     x = x + jnp.asarray(sincos_2d(x.shape[-1], self.cfg.grid)).astype(x.dtype)
-    x = layers.run_blocks(self.blocks, x, self.cfg.remat)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat, remat_policy=self.cfg.remat_policy)
     return self.pred(self.norm(x))[:, 1:]
