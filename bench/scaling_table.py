@@ -21,10 +21,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from vicmae_jax import compile_check, topology  # noqa: E402
 
 BF16 = {"model.dtype": "bfloat16"}
-# (config file, slice, overrides beyond bf16): the chosen setting per model and chip family.
+# (config file, slice, overrides beyond bf16[, tag]): the chosen setting per model and chip
+# family; a tagged row is an alternative shown beside it (--only config@slice@tag).
 ROWS = [
     ("vitl_k400.py", "v5p-128", {}),
-    ("vitl_k400.py", "v4-128", {"model.remat": True, "model.remat_policy": "dots"}),
+    ("vitl_k400.py", "v4-128", {}),
+    ("vitl_k400.py", "v4-128", {"model.remat": True, "model.remat_policy": "dots"}, "dots"),
     ("vitb_k400.py", "v5p-128", {}),
     ("vitb_k400.py", "v4-128", {}),
     ("vitb_k400.py", "v6e-64", {"model.remat": True, "model.remat_policy": "dots"}),
@@ -74,14 +76,15 @@ def _setting(config) -> str:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--jsonl", default=None)
-  parser.add_argument("--only", default="", help="comma-separated config@slice to compile")
+  parser.add_argument("--only", default="",
+                      help="comma-separated config@slice[@tag] rows to compile")
   args = parser.parse_args()
-  only = {tuple(x.split("@")) for x in args.only.split(",") if x}
+  only = {tuple((x.split("@") + [""])[:3]) for x in args.only.split(",") if x}
   print("| config | slice | mesh, remat, micro-batch x accum | peak GiB / HBM | roofline step "
         "| pairs/s per chip | pairs/s per slice | MFU | XLA / model FLOPs | compile |")
   print("|---|---|---|---|---|---|---|---|---|---|")
-  for config_file, slice_name, overrides in ROWS:
-    if only and (config_file, slice_name) not in only:
+  for config_file, slice_name, overrides, *tag in ROWS:
+    if only and (config_file, slice_name, (tag or [""])[0]) not in only:
       continue
     line, record = row(config_file, slice_name, overrides)
     print(line, flush=True)
