@@ -10,6 +10,7 @@ slices). Rows are the ones docs/scaling.md shows; pass --only to compile a subse
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import os
@@ -27,12 +28,12 @@ ROWS = [
     ("vitl_k400.py", "v5p-128", {}),
     ("vitl_k400.py", "v4-128", {}),
     ("vitl_k400.py", "v4-128", {"model.remat": True, "model.remat_policy": "dots"}, "dots"),
+    ("vitl_k400.py", "v6e-64", {}),
+    ("vitl_k400.py", "v5e-256", {}),
     ("vitb_k400.py", "v5p-128", {}),
     ("vitb_k400.py", "v4-128", {}),
-    ("vitb_k400.py", "v6e-64", {"model.remat": True, "model.remat_policy": "dots"}),
+    ("vitb_k400.py", "v6e-64", {}),
     ("vitb_k400.py", "v5e-256", {}),
-    ("vitl_k400.py", "v6e-64", {"model.remat": True}),
-    ("vitl_k400.py", "v5e-256", {"model.remat": True, "model.remat_policy": "dots"}),
     ("vits_k400.py", "v5e-256", {}),
     ("vith_k400_in1k.py", "v5p-128", {"model.remat": True, "model.remat_policy": "dots"}),
     ("vith_k400_in1k.py", "v4-128", {"model.remat": True, "mesh.fsdp": 8}),
@@ -54,15 +55,35 @@ def row(config_file: str, slice_name: str, overrides: dict) -> tuple[str, dict]:
     r = compile_check.check(config, devices, where=slice_name)
   except compile_check.DoesNotFit as e:
     line = f"| `{config_file}` | {slice_name} | {_setting(config)} | does not fit: {str(e)[:90]} |"
-    return line, {"config": config_file, "slice": slice_name, "fits": False, "error": str(e)}
+    return line, {"config": config_file, "slice": slice_name, "overrides": overrides,
+                  "fits": False, "error": str(e)}
+  return _line(config_file, slice_name, config, r), {
+      "config": config_file, "slice": slice_name, "overrides": overrides, "fits": True,
+      **r.to_dict()}
+
+
+def _line(config_file: str, slice_name: str, config, r: compile_check.Report) -> str:
   chips = r.chips
-  pairs = r.examples_per_step / r.roofline_s
+  pairs = r.examples_per_step / r.step_s
+  estimate = "" if r.step_source == "compiler roofline" else "*"
   line = (f"| `{config_file}` | {slice_name} | {_setting(config)} | "
           f"{r.peak_memory / 2**30:.1f} / {r.hbm / 2**30:.0f} ({100 * r.headroom:.0f}% free) | "
-          f"{1e3 * r.roofline_s:.0f} ms | {pairs / chips:,.0f} | {pairs:,.0f} | "
+          f"{1e3 * r.step_s:.0f} ms{estimate} | {pairs / chips:,.0f} | {pairs:,.0f} | "
           f"{100 * r.mfu:.0f}% | {r.flops / r.model_flops:.2f} | {r.compile_s:.0f} s |")
-  return line, {"config": config_file, "slice": slice_name, "overrides": overrides, "fits": True,
-                **r.to_dict()}
+  return line
+
+
+def from_jsonl(path: str) -> None:
+  """Re-renders the rows of earlier runs' records (no compiling)."""
+  fields = {f.name for f in dataclasses.fields(compile_check.Report)}
+  for text in open(path):
+    rec = json.loads(text)
+    config = load(rec["config"], rec.get("overrides", {}))
+    if not rec.get("fits", True):
+      print(f"| `{rec['config']}` | {rec['slice']} | {_setting(config)} | does not fit |")
+      continue
+    r = compile_check.Report(**{k: v for k, v in rec.items() if k in fields})
+    print(_line(rec["config"], rec["slice"], config, r))
 
 
 def _setting(config) -> str:
@@ -75,7 +96,8 @@ def _setting(config) -> str:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--jsonl", default=None)
+  parser.add_argument("--jsonl", default=None, help="append each report to this file")
+  parser.add_argument("--from_jsonl", default=None, help="print the rows of saved reports")
   parser.add_argument("--only", default="",
                       help="comma-separated config@slice[@tag] rows to compile")
   args = parser.parse_args()
@@ -83,6 +105,9 @@ def main() -> None:
   print("| config | slice | mesh, remat, micro-batch x accum | peak GiB / HBM | roofline step "
         "| pairs/s per chip | pairs/s per slice | MFU | XLA / model FLOPs | compile |")
   print("|---|---|---|---|---|---|---|---|---|---|")
+  if args.from_jsonl:
+    from_jsonl(args.from_jsonl)
+    return
   for config_file, slice_name, overrides, *tag in ROWS:
     if only and (config_file, slice_name, (tag or [""])[0]) not in only:
       continue

@@ -32,11 +32,12 @@ def test_tiny_pretraining_step_compiles_for_v5e_8_and_reports(tmp_path):
   r = _cli("--config=configs/vitl_k400.py:tiny", "--topology=v5e-8", f"--json={out}")
   assert r.returncode == 0, r.stderr[-3000:]
   for line in ("on v5e-8", "params", "optimizer", "ema target", "temporaries", "of 16.00 GiB HBM",
-               "FLOPs (XLA)", "roofline step time", "predicted MFU", "collectives"):
+               "FLOPs (XLA)", "step time", "predicted MFU", "collectives"):
     assert line in r.stdout, line
   report = json.loads(out.read_text())
   assert report["chips"] == 8 and report["hbm"] == 16 * 2**30
   assert report["flops"] > 0 and report["model_flops"] > 0 and report["roofline_s"] > 0
+  assert report["step_s"] == report["roofline_s"] and report["step_source"] == "compiler roofline"
   # The compiler's FLOPs are the model's plus what the model formula leaves out, not 10x more.
   assert 0.9 < report["flops"] / report["model_flops"] < 2.0
   assert 0 < report["peak_memory"] < report["hbm"] and report["mfu"] > 0
@@ -88,16 +89,31 @@ def test_evaluation_steps_compile_for_a_slice(get_config, v5e_8):
   assert report.examples_per_step == (config.batch_size if config.mode == "finetune"
                                       else config.linprobe.batch_size)
   text = compile_check.format_report(report)
-  assert "v5e-8" in text and "roofline step time" in text
+  assert "v5e-8" in text and "step time (compiler roofline)" in text
 
 
 def test_collectives_are_read_from_hlo():
   hlo = """
   %all-reduce.1 = f32[1024,256]{1,0} all-reduce(f32[1024,256]{1,0} %p), replica_groups={}
+  %all-reduce.2 = (bf16[512]{0}, f32[]{:T(128)}) all-reduce(%a, %b), replica_groups={}
+  %cp = (f32[4,8]{1,0}, f32[4,8]{1,0}, u32[]{:S(2)}, u32[]{:S(2)}) collective-permute-start(%c)
   %ags = (bf16[8,128]{1,0}, bf16[64,128]{1,0}) all-gather-start(bf16[8,128]{1,0} %x)
   %agd = bf16[64,128]{1,0} all-gather-done((bf16[8,128]{1,0}, bf16[64,128]{1,0}) %ags)
   ROOT %t = (f32[4]{0}) tuple(f32[4]{0} %y)
   """
   c = compile_check.collectives(hlo)
-  assert c == {"all-reduce": {"count": 1, "bytes": 1024 * 256 * 4},
-               "all-gather": {"count": 1, "bytes": 64 * 128 * 2}}
+  assert c == {"all-reduce": {"count": 2, "bytes": 1024 * 256 * 4 + 512 * 2},
+               "all-gather": {"count": 1, "bytes": 64 * 128 * 2},
+               "collective-permute": {"count": 1, "bytes": 4 * 8 * 4}}
+
+
+def test_a_missing_roofline_falls_back_to_flops_and_bytes():
+  """libtpu's cost model gives v4 programs a negative optimal_seconds: the report then predicts
+  FLOPs / peak + bytes / bandwidth and says so."""
+  r = compile_check.Report(
+      what="x", chips=4, hbm=32 * 2**30, peak_flops=275e12, hbm_bytes_per_s=1.2e12,
+      arguments={}, argument_total=0, output=0, alias=0, temp=0, code=0, flops=2.75e12,
+      bytes_accessed=1.2e11, roofline_s=-576.6, model_flops=2.2e12, examples_per_step=64,
+      example_name="pairs", collectives={}, compile_s=1.0)
+  assert r.step_s == pytest.approx(0.01 + 0.1)
+  assert r.step_source.startswith("estimate") and r.mfu == pytest.approx(2.2e12 / 0.11 / 275e12)

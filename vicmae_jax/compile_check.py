@@ -61,6 +61,7 @@ class Report:
   chips: int
   hbm: float | None
   peak_flops: float | None
+  hbm_bytes_per_s: float | None
   arguments: dict[str, float]
   argument_total: float
   output: float
@@ -87,26 +88,43 @@ class Report:
     return None if not self.hbm else 1.0 - self.peak_memory / self.hbm
 
   @property
+  def step_s(self) -> float | None:
+    """Predicted step time: the compiler's roofline, or where it gives none (libtpu's cost
+    model returns a negative `optimal_seconds` for v4) FLOPs / peak + bytes / HBM bandwidth,
+    which the compiler's figure tracks within ~10% on v5p (docs/scaling.md, calibration)."""
+    if self.roofline_s and self.roofline_s > 0:
+      return self.roofline_s
+    if self.flops and self.bytes_accessed and self.peak_flops and self.hbm_bytes_per_s:
+      return self.flops / self.peak_flops + self.bytes_accessed / self.hbm_bytes_per_s
+    return None
+
+  @property
+  def step_source(self) -> str:
+    return ("compiler roofline" if self.roofline_s and self.roofline_s > 0
+            else "estimate: FLOPs/peak + bytes/HBM bandwidth")
+
+  @property
   def steps_per_s(self) -> float | None:
-    return 1.0 / self.roofline_s if self.roofline_s else None
+    return 1.0 / self.step_s if self.step_s else None
 
   @property
   def mfu(self) -> float | None:
-    if not (self.model_flops and self.roofline_s and self.peak_flops):
+    if not (self.model_flops and self.step_s and self.peak_flops):
       return None
-    return self.model_flops / self.roofline_s / self.peak_flops
+    return self.model_flops / self.step_s / self.peak_flops
 
   def to_dict(self) -> dict[str, Any]:
     out = dataclasses.asdict(self)
     out.pop("hlo")
-    out.update(peak_memory=self.peak_memory, headroom=self.headroom, steps_per_s=self.steps_per_s,
-               mfu=self.mfu)
+    out.update(peak_memory=self.peak_memory, headroom=self.headroom, step_s=self.step_s,
+               step_source=self.step_source, steps_per_s=self.steps_per_s, mfu=self.mfu)
     return out
 
 
 def collectives(hlo_text: str) -> dict[str, dict[str, float]]:
-  """{kind: {'count', 'bytes'}} of the compiled program's collectives. Bytes are each
-  instruction's largest result buffer (an async start's tuple holds operand and result); an
+  """{kind: {'count', 'bytes'}} of the compiled program's collectives, bytes = the arrays each
+  produces (all of a combined all-reduce's; an async all-gather or collective-permute start
+  lists its operands, then its results, then scalar contexts: the results count). An
   instruction inside a loop body (gradient accumulation) is counted once."""
   out: dict[str, dict[str, float]] = {}
   for m in _INSTRUCTION.finditer(hlo_text):
@@ -114,11 +132,13 @@ def collectives(hlo_text: str) -> dict[str, dict[str, float]]:
     kind = op[:-len("-start")] if op.endswith("-start") else op
     if kind not in COLLECTIVES:
       continue
-    sizes = [_BYTES[t] * math.prod(int(d) for d in dims.split(",") if d)
-             for t, dims in _ARRAY.findall(m["type"])]
+    sizes = [_BYTES[t] * math.prod(int(d) for d in dims.split(","))
+             for t, dims in _ARRAY.findall(m["type"]) if dims]
+    if op.endswith("-start") and kind in ("all-gather", "collective-permute"):
+      sizes = sizes[len(sizes) // 2:]
     entry = out.setdefault(kind, {"count": 0, "bytes": 0.0})
     entry["count"] += 1
-    entry["bytes"] += max(sizes, default=0)
+    entry["bytes"] += sum(sizes)
   return out
 
 
@@ -161,6 +181,7 @@ def analyse(fn, args: tuple, arguments: dict[str, Any], *, what: str, devices: l
   return Report(
       what=what, chips=chips, hbm=chip.hbm_bytes if chip else None,
       peak_flops=chip.peak_bf16_flops if chip else None,
+      hbm_bytes_per_s=chip.hbm_bytes_per_s if chip else None,
       arguments=sizes,
       argument_total=float(mem.argument_size_in_bytes), output=float(mem.output_size_in_bytes),
       alias=float(mem.alias_size_in_bytes), temp=float(mem.temp_size_in_bytes),
@@ -291,9 +312,9 @@ def format_report(r: Report) -> str:
                  f" rematerialisation and non-matmul work)")
   if r.bytes_accessed:
     lines.append(f"    {'bytes accessed':<22} {_gib(r.bytes_accessed)}")
-  if r.roofline_s:
-    pairs = r.examples_per_step / r.roofline_s
-    lines.append(f"    {'roofline step time':<22} {1e3 * r.roofline_s:.1f} ms -> "
+  if r.step_s:
+    pairs = r.examples_per_step / r.step_s
+    lines.append(f"    {'step time':<22} {1e3 * r.step_s:.1f} ms ({r.step_source}) -> "
                  f"{r.steps_per_s:.2f} steps/s, {pairs:,.0f} {r.example_name}/s "
                  f"({pairs / r.chips:,.1f} per chip)")
   if r.mfu is not None:
