@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 import pytest
 
 pytest.importorskip("libtpu")
@@ -119,3 +120,19 @@ def test_a_missing_roofline_falls_back_to_flops_and_bytes():
       example_name="pairs", collectives={}, compile_s=1.0)
   assert r.step_s == pytest.approx(0.01 + 0.1)
   assert r.step_source.startswith("estimate") and r.mfu == pytest.approx(2.2e12 / 0.11 / 275e12)
+
+
+def test_multislice_mesh_puts_slices_on_the_data_axis():
+  """Two v5e-8 slices: the data axis crosses the data-centre network, FSDP groups never do, and
+  the step compiles for the 16 chips."""
+  devices = topology.devices(topology.parse_slice("v5e-8", num_slices=2))
+  mesh = sharding.make_mesh(-1, 2, devices=devices)
+  assert dict(mesh.shape) == {"data": 8, "fsdp": 2}
+  slice_of = np.vectorize(lambda d: d.slice_index)(mesh.devices)
+  assert (slice_of[:4] == 0).all() and (slice_of[4:] == 1).all()
+  assert all(len(set(row)) == 1 for row in slice_of)  # an FSDP group stays on one slice
+  with pytest.raises(ValueError, match="slices"):
+    sharding.make_mesh(3, -1, devices=devices[:6] + devices[8:11])
+  config = vitl_k400.get_config("tiny")
+  report = compile_check.check(config, devices, where="2x v5e-8")
+  assert report.chips == 16 and report.flops > 0

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp")
@@ -29,8 +30,16 @@ def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | Non
     fsdp = n // data
   if data * fsdp != n:
     raise ValueError(f"Mesh data={data} x fsdp={fsdp} does not use the {n} devices.")
-  return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=(AxisType.Auto, AxisType.Auto),
-                       devices=devices)
+  axis_types = (AxisType.Auto, AxisType.Auto)
+  slices = len({getattr(d, "slice_index", 0) for d in devices})
+  if slices > 1:
+    # Multislice: only the data axis crosses the data-centre network (one gradient all-reduce
+    # per step); FSDP groups and the rest of the data axis stay on each slice's ICI.
+    if data % slices:
+      raise ValueError(f"Mesh data={data} is not divisible by the {slices} slices.")
+    grid = mesh_utils.create_hybrid_device_mesh((data // slices, fsdp), (slices, 1), devices)
+    return Mesh(grid, MESH_AXES, axis_types=axis_types)
+  return jax.make_mesh((data, fsdp), MESH_AXES, axis_types=axis_types, devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
