@@ -195,7 +195,8 @@ def analyse(fn, args: tuple, arguments: dict[str, Any], *, what: str, devices: l
 # --- building the steps of each mode ------------------------------------------------------------
 def _pretrain(config: ml_collections.ConfigDict, devices: list):
   from vicmae_jax import config_lib, flops, sharding, train
-  processes = len({d.process_index for d in devices})
+  # Host processes of the slice(s): libtpu numbers each slice's hosts from 0.
+  processes = len({(getattr(d, "slice_index", 0), d.process_index) for d in devices})
   model_cfg = config_lib.validate(config, len(devices), processes, check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
   sched = config_lib.schedule(config, None)
@@ -337,8 +338,8 @@ def _resolve_devices(name: str, num_slices: int) -> tuple[list, str]:
 
 
 def main(argv) -> int:
+  """The command: compile, print the report, exit 0 / 1 (does not fit) / 2 (bad input)."""
   from absl import flags
-  from ml_collections import config_flags
   flags_ = flags.FLAGS
   del argv
   config = flags_.config

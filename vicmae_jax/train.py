@@ -73,12 +73,6 @@ def make_optimizer(config: ml_collections.ConfigDict, sched: config_lib.Schedule
   return tx, lr_fn
 
 
-def abstract_state(state: TrainState, shardings) -> Any:
-  """Shape/dtype/sharding skeleton of the state: the restore target on the current mesh."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      state, shardings)
-
-
 @dataclasses.dataclass(frozen=True)
 class CompiledStep:
   """The pretraining step of a config for one mesh, before any array exists.
