@@ -47,7 +47,7 @@ def test_missing_data_names_the_path_and_the_docs(tmp_path):
 def test_bad_config_fails_before_any_compile(tmp_path, monkeypatch):
   def never(*a, **k):
     raise AssertionError("state creation must not be reached")
-  monkeypatch.setattr(train, "create_train_state", never)
+  monkeypatch.setattr(train, "init_train_state", never)
   with pytest.raises(config_lib.ConfigError):
     train.train_and_evaluate(_config(batch_size=12), str(tmp_path))
 

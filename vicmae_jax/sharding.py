@@ -63,6 +63,15 @@ def param_spec(shape: tuple[int, ...], fsdp_size: int, min_size_mb: float = 4.0)
   return P()
 
 
+def skeleton(tree, shardings):
+  """Sharded `ShapeDtypeStruct`s of `tree` (abstract or concrete; `shardings` a matching tree or
+  one sharding for every leaf): a restore target or AOT-compile argument, nothing allocated."""
+  if not isinstance(shardings, jax.sharding.Sharding):
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                        shardings)
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
+
+
 def tree_shardings(tree, mesh: Mesh, min_size_mb: float = 4.0):
   """NamedShardings for every array leaf of `tree` (abstract or concrete) by `param_spec`."""
   fsdp = mesh.shape["fsdp"]

@@ -23,7 +23,7 @@ from vicmae_jax import (checkpointing, config_lib, data, hardware, logging_utils
                         visualize)
 from vicmae_jax.data.random_batches import RandomBatchIterator
 from vicmae_jax.models import merge_model, per_view
-from vicmae_jax.train_state import (TrainState, abstract_train_state, create_train_state,
+from vicmae_jax.train_state import (TrainState, abstract_train_state, init_train_state,
                                     train_step)
 
 _STEP_KEYS = ("view1", "view2", "is_video")
@@ -164,8 +164,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
 
   logging.info("=== optimizer and state")
   built = build_train_step(config, model_cfg, sched, mesh)
-  graphdef, state, state_shardings = create_train_state(model_cfg, built.tx, config.seed, mesh,
-                                                        config.mesh.fsdp_min_mb)
+  graphdef = built.graphdef
+  state = init_train_state(model_cfg, built.tx, config.seed, mesh, built.state_shardings)
   if lead:
     logging_utils.log_parameter_overview(state.params)
 

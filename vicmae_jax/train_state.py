@@ -71,21 +71,25 @@ def abstract_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, mes
   compiles against for a slice that is not attached."""
   abstract = jax.eval_shape(_initializer(cfg, tx), jax.random.PRNGKey(0))
   shardings = sharding.tree_shardings(abstract, mesh, fsdp_min_mb)
-  skeleton = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, shardings)
-  return _abstract_graphdef(cfg), skeleton, shardings
+  return _abstract_graphdef(cfg), sharding.skeleton(abstract, shardings), shardings
+
+
+def init_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, mesh: Mesh,
+                     shardings) -> TrainState:
+  """The state, initialised by one jitted call straight into `shardings` (from
+  `abstract_train_state`): no parameter is ever materialised unsharded."""
+  init = hardware.bind(_initializer(cfg, tx), mesh)
+  return jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
 
 
 def create_train_state(cfg: ModelConfig, tx: optax.GradientTransformation, seed: int, mesh: Mesh,
                        fsdp_min_mb: float = 4.0):
   """Builds the state directly sharded over `mesh`: abstract shapes first, then a jitted init.
 
-  Returns (graphdef, state, state shardings). No parameter is ever materialised unsharded.
+  Returns (graphdef, state, state shardings).
   """
   graphdef, _, shardings = abstract_train_state(cfg, tx, mesh, fsdp_min_mb)
-  init = hardware.bind(_initializer(cfg, tx), mesh)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.PRNGKey(seed))
-  return graphdef, state, shardings
+  return graphdef, init_train_state(cfg, tx, seed, mesh, shardings), shardings
 
 
 def _micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array]:

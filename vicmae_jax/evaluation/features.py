@@ -54,8 +54,7 @@ def build_feature_step(config, mesh, batch_size: int) -> FeatureStep:
   cfg = config_lib.model_config(config)
   graphdef, state = nnx.split(nnx.eval_shape(lambda: ViTEncoder(cfg, rngs=nnx.Rngs(0))))
   shardings = sharding.tree_shardings(state, mesh, config.mesh.fsdp_min_mb)
-  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                       state, shardings)
+  state = sharding.skeleton(state, shardings)
   batch_sharding = sharding.batch_sharding(mesh)
   images = jax.ShapeDtypeStruct((batch_size, cfg.image_size, cfg.image_size, 3), jnp.float32,
                                 sharding=batch_sharding)

@@ -295,16 +295,13 @@ def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes:
 
   abstract = jax.eval_shape(init_state, params)
   shardings = sharding.tree_shardings(abstract, mesh, config.mesh.fsdp_min_mb)
-  skeleton = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                          abstract, shardings)
   batch_sharding, replicated = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   b, size = config.batch_size, model_cfg.image_size
   frames = (config.video.num_frames,) if video else ()
-  batch = {"image": jax.ShapeDtypeStruct((b,) + frames + (size, size, 3), jnp.float32),
-           "target": jax.ShapeDtypeStruct((b, num_classes), jnp.float32),
-           "label": jax.ShapeDtypeStruct((b,), jnp.int32)}
-  batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
-           for k, v in batch.items()}
+  batch = sharding.skeleton({"image": jax.ShapeDtypeStruct((b,) + frames + (size, size, 3),
+                                                           jnp.float32),
+                             "target": jax.ShapeDtypeStruct((b, num_classes), jnp.float32),
+                             "label": jax.ShapeDtypeStruct((b,), jnp.int32)}, batch_sharding)
   bind = functools.partial(hardware.bind, target=mesh)
   fn = jax.jit(bind(functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn)),
                in_shardings=(shardings, batch_sharding), out_shardings=(shardings, replicated),
@@ -316,7 +313,8 @@ def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes:
   tubelets = config.video.num_frames // config.video.tubelet if video else 1
   model_flops = 3.0 * b * flops.encoder_fwd(model_cfg, tubelets * model_cfg.num_patches)
   return FinetuneStep(fn=fn, eval_fn=eval_fn, logits_fn=logits_fn, init_state=init_state,
-                      state=skeleton, state_shardings=shardings, batch=batch,
+                      state=sharding.skeleton(abstract, shardings), state_shardings=shardings,
+                      batch=batch,
                       model_cfg=model_cfg, model_flops=model_flops)
 
 

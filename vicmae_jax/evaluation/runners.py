@@ -142,8 +142,7 @@ def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
                                     keep=config.checkpoint.keep,
                                     async_save=config.checkpoint.async_save)
   ckpt.install_sigterm_handler()
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-                          heads.state)
+  abstract = sharding.skeleton(heads.state, replicated)
   restored = ckpt.restore_latest(abstract, it)
   if restored is not None:
     heads.state = restored[0]
