@@ -11,6 +11,7 @@ from typing import Any
 
 import ml_collections
 
+from vicmae_jax import optim
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.train_state import StepConfig
 
@@ -47,24 +48,16 @@ def step_config(c: ml_collections.ConfigDict, model: ModelConfig, total_steps: i
       accum_steps=c.optim.accum_steps, ema_base=c.ema.base, ema_final=c.ema.final)
 
 
-@dataclasses.dataclass(frozen=True)
-class Schedule:
-  steps_per_epoch: int
-  total_steps: int
-  warmup_steps: int
-
-
-def schedule(c: ml_collections.ConfigDict, num_examples: int | None) -> Schedule:
-  """Steps per epoch, total and warm-up steps from epochs, the batch and the dataset size."""
+def schedule(c: ml_collections.ConfigDict, num_examples: int | None) -> optim.Schedule:
+  """Steps per epoch (from the dataset size and the batch), total and warm-up steps."""
   if c.steps_per_epoch:
     per_epoch = c.steps_per_epoch
   elif num_examples:
     per_epoch = max(num_examples // c.batch_size, 1)
   else:
     per_epoch = 1
-  total = c.total_steps or int(round(c.num_epochs * per_epoch))
-  warmup = int(round(c.optim.warmup_epochs * per_epoch))
-  return Schedule(per_epoch, max(total, 1), min(warmup, max(total - 1, 0)))
+  return optim.schedule(per_epoch, num_epochs=c.num_epochs, warmup_epochs=c.optim.warmup_epochs,
+                        total_steps=c.total_steps)
 
 
 def input_config(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

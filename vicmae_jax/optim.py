@@ -1,8 +1,26 @@
-"""Optimizer and schedules for pretraining (SPEC.md 6.1): AdamW, warm-up + cosine, decay mask."""
+"""Schedules and the lr scaling rule of every mode; pretraining's AdamW with its decay mask."""
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import optax
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  steps_per_epoch: int
+  total_steps: int
+  warmup_steps: int
+
+
+def schedule(steps_per_epoch: int, *, num_epochs: float, warmup_epochs: float,
+             total_steps: int = 0) -> Schedule:
+  """Update counts of a run (every mode): `total_steps` when set, else epochs x steps per epoch
+  (at least 1); warm-up in epochs, rounded, and shorter than the run."""
+  total = max(total_steps or int(round(num_epochs * steps_per_epoch)), 1)
+  warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
+  return Schedule(steps_per_epoch, total, warmup)
 
 
 def peak_learning_rate(base_lr: float, global_batch: int) -> float:

@@ -1,13 +1,16 @@
-"""Pretraining loop: `train_and_evaluate(config, workdir)`.
+"""Pretraining: `build_train_step` (the jitted step of a config for a mesh, also what
+compile_check compiles) and `train_and_evaluate(config, workdir)`.
 
-Order of work (each step is a banner in the log): validate the config, mesh, data, schedule and
-optimizer, sharded state, resume, compile, loop (log, images, checkpoint, preemption), finish.
-The only module that talks to clu / TensorBoard.
+Order of work (each step is a banner in the log): validate the config, mesh, data, schedule,
+optimizer and state (restored or initialised), compile, loop, finish. The loop, checkpoints and
+writers are the shared run skeleton (run_lib.py); this module adds pretraining's hooks: the
+log line with throughput and MFU, the in-loop kNN probe, reconstruction images, profiling.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import logging
 import time
 from typing import Any
@@ -16,10 +19,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from etils import epath
 from jax.experimental import multihost_utils
 
-from vicmae_jax import (checkpointing, config_lib, data, hardware, logging_utils, optim, sharding,
+from vicmae_jax import (config_lib, data, hardware, logging_utils, optim, run_lib, sharding,
                         visualize)
 from vicmae_jax.data.random_batches import RandomBatchIterator
 from vicmae_jax.models import merge_model, per_view
@@ -27,6 +29,11 @@ from vicmae_jax.train_state import (TrainState, abstract_train_state, init_train
                                     train_step)
 
 _STEP_KEYS = ("view1", "view2", "is_video")
+
+
+def _step_batch(batch: dict) -> dict:
+  """The arrays of a pipeline batch that the step takes."""
+  return {k: batch[k] for k in _STEP_KEYS}
 
 
 class TrainingDiverged(RuntimeError):
@@ -45,24 +52,7 @@ def _make_iterator(config, workdir: str, batch_sharding):
                                      sharding=batch_sharding)
 
 
-def _knn_splits(config):
-  """Labelled (train, val) sources for the in-loop kNN, built once; None when it is off."""
-  if not config.knn_eval.every_steps:
-    return None
-  from vicmae_jax.evaluation import data as eval_data
-  spec = config.knn_eval.data.to_dict()
-  return eval_data.build_source(spec, "train"), eval_data.build_source(spec, "val")
-
-
-def _knn_eval(state: TrainState, model_cfg, splits, mesh, kc) -> dict[str, float]:
-  """kNN top-1/top-5 (%) of the online encoder's cls and mean-pooled features; every process
-  takes part (features are gathered across processes)."""
-  from vicmae_jax.evaluation import runners
-  return runners.knn_eval(state.params["encoder"], model_cfg, *splits, batch_size=kc.batch_size,
-                          mesh=mesh, k=kc.k, temperature=kc.temperature)
-
-
-def make_optimizer(config: ml_collections.ConfigDict, sched: config_lib.Schedule):
+def make_optimizer(config: ml_collections.ConfigDict, sched: optim.Schedule):
   """(optax transformation, lr schedule) of a pretraining config."""
   peak_lr = optim.peak_learning_rate(config.optim.base_lr, config.batch_size)
   lr_fn = optim.learning_rate_schedule(peak_lr, sched.total_steps, sched.warmup_steps,
@@ -100,7 +90,7 @@ def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDt
           "is_video": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=shard)}
 
 
-def build_train_step(config: ml_collections.ConfigDict, model_cfg, sched: config_lib.Schedule,
+def build_train_step(config: ml_collections.ConfigDict, model_cfg, sched: optim.Schedule,
                      mesh) -> CompiledStep:
   """Optimizer, state skeleton and jitted step of a validated config: what `train_and_evaluate`
   runs and `compile_check` compiles for a named slice, from this one function."""
@@ -137,133 +127,122 @@ def _fixed_examples(batch: dict, n: int) -> dict[str, jax.Array]:
   return multihost_utils.broadcast_one_to_all(local)
 
 
+class _Log(run_lib.Hook):
+  """Scalars every `log_every_steps`, at the end and whenever the kNN probe ran (with its
+  results); stops a diverged run after saving its last good state."""
+
+  def __init__(self, run: run_lib.Run, total: int, it, throughput, knn=None):
+    self.run, self.total, self.it, self.throughput, self.knn = run, total, it, throughput, knn
+    self.every = run.config.log_every_steps
+    self.knn_every = run.config.knn_eval.every_steps if knn else 0
+
+  def after_step(self, step: int, state: TrainState, metrics) -> None:
+    scalars = {}
+    if self.knn_every and (step % self.knn_every == 0 or step == self.total):
+      scalars = self.knn(state)
+      if self.run.lead:
+        logging.info("step %d kNN: %s", step, ", ".join(f"{k} {v:.1f}" for k, v in scalars.items()))
+    if not (step % self.every == 0 or step == self.total or scalars):
+      return
+    scalars.update({k: float(v) for k, v in jax.device_get(metrics).items()})
+    scalars.update(self.throughput.metrics(step))
+    # A collective: every process calls it at the same (log) step.
+    scalars.update(logging_utils.aggregate_over_processes(getattr(self.it, "metrics", dict)()))
+    self.run.write(step, scalars, logging_utils.progress_line(step, self.total, scalars))
+    if scalars["consecutive_skipped"] >= self.run.config.max_consecutive_skipped:
+      # Skipped updates leave params untouched, so this checkpoint is the last good state.
+      self.run.ckpt.save(step, state, self.it, self.run.config_dict, force=True)
+      self.run.ckpt.wait()
+      raise TrainingDiverged(
+          f"{int(scalars['consecutive_skipped'])} consecutive updates had a non-finite loss or "
+          f"gradient (step {step}, {int(scalars['skipped_steps'])} skipped in all). The last "
+          f"good state is saved in {self.run.workdir}/checkpoints; lower optim.base_lr, set "
+          f"optim.grad_clip, or use float32 before resuming.")
+
+
+def _images_hook(run: run_lib.Run, total: int, recon_fn, examples) -> run_lib.Hook:
+  """Original | masked | reconstruction of fixed examples, to TensorBoard and images/*.png."""
+  def draw(step: int, state: TrainState, metrics) -> None:
+    original, masked, recon = jax.device_get(
+        recon_fn(state.params, state.target, state.batch_stats, examples["view1"],
+                 examples["view2"]))
+    if run.lead:
+      image = visualize.grid(original, masked, recon)
+      run.writer.write_images(step, {"reconstruction": image[None]})
+      visualize.save_png(image, run.workdir / "images" / f"reconstruction_{step:08d}.png")
+  return run_lib.Every(run.config.image_every_steps, total, draw)
+
+
+def _knn_fn(config, model_cfg, mesh):
+  """state -> in-loop kNN top-1/top-5 (%) of the online encoder's cls and mean-pooled
+  features (labelled sources built once; every process takes part); None when it is off."""
+  if not config.knn_eval.every_steps:
+    return None
+  from vicmae_jax.evaluation import data as eval_data, runners
+  kc = config.knn_eval
+  spec = kc.data.to_dict()
+  train_split, val_split = eval_data.build_source(spec, "train"), eval_data.build_source(spec, "val")
+  return lambda state: runners.knn_eval(state.params["encoder"], model_cfg, train_split, val_split,
+                                        batch_size=kc.batch_size, mesh=mesh, k=kc.k,
+                                        temperature=kc.temperature)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Pretrains (resuming from `workdir` if it holds checkpoints); returns the final state."""
-  workdir = str(workdir)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  lead = jax.process_index() == 0
-  checkpointing.quiet_orbax_logs()
-
   logging.info("=== config")
   model_cfg = config_lib.validate(config, jax.device_count(), jax.process_count())
   logging.info("model %s: %s", model_cfg.variant, model_cfg)
 
   logging.info("=== mesh")
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  batch_sharding = sharding.batch_sharding(mesh)
   logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
                jax.process_count())
 
   logging.info("=== data")
-  it = _make_iterator(config, workdir, batch_sharding)
-  knn_splits = _knn_splits(config)
+  run = run_lib.open_run(config, workdir)
+  it = _make_iterator(config, str(run.workdir), sharding.batch_sharding(mesh))
+  knn = _knn_fn(config, model_cfg, mesh)
   sched = config_lib.schedule(config, getattr(it, "num_examples", None))
   logging.info("%d examples per epoch -> %d steps/epoch, %d steps, %d warm-up",
                getattr(it, "num_examples", 0), sched.steps_per_epoch, sched.total_steps,
                sched.warmup_steps)
 
-  logging.info("=== optimizer and state")
+  logging.info("=== optimizer, state and checkpoint")
   built = build_train_step(config, model_cfg, sched, mesh)
-  graphdef = built.graphdef
-  state = init_train_state(model_cfg, built.tx, config.seed, mesh, built.state_shardings)
-  if lead:
+  state, first_step = run.restore_or_init(
+      built.state, lambda: init_train_state(model_cfg, built.tx, config.seed, mesh,
+                                            built.state_shardings), it)
+  if run.lead:
     logging_utils.log_parameter_overview(state.params)
-
-  logging.info("=== checkpoint")
-  ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
-                                    every_steps=config.checkpoint.every_steps,
-                                    keep=config.checkpoint.keep,
-                                    async_save=config.checkpoint.async_save)
-  ckpt.install_sigterm_handler()
-  restored = ckpt.restore_latest(built.state, it)
-  if restored is not None:
-    state, _ = restored
-  first_step = int(jax.device_get(state.step))
   logging.info("starting at step %d of %d", first_step, sched.total_steps)
-  config_dict = config.to_dict()
 
   logging.info("=== compile")
   batch = next(it)
   t0 = time.perf_counter()
-  compiled = built.fn.lower(state, {k: batch[k] for k in _STEP_KEYS}).compile()
+  compiled = built.fn.lower(state, _step_batch(batch)).compile()
   flops = logging_utils.compiled_flops(compiled)
   peak, peak_source = logging_utils.device_peak_flops(mesh, model_cfg.dtype)
   logging.info("compiled the train step in %.1f s; %.3g FLOPs per device per step (XLA); "
                "peak %.3g FLOP/s (%s)", time.perf_counter() - t0, flops or float("nan"), peak,
                peak_source)
 
-  writer, jsonl = logging_utils.create_writers(workdir)
+  logging.info("=== train")
   throughput = logging_utils.Throughput(sched.total_steps, config.batch_size, flops, peak,
                                         jax.device_count())
-  recon_fn = _reconstruction_fn(graphdef, model_cfg, config.loss.norm_pix, mesh)
-  examples = _fixed_examples(batch, config.num_image_examples)
-  profile_dir = str(epath.Path(workdir) / "profile")
-  profile_range = range(config.profile.start_step, config.profile.start_step + config.profile.num_steps)
-
-  logging.info("=== train")
-  step = first_step
-  stopped_early = False
-  while step < sched.total_steps:
-    if lead and config.profile.num_steps and step == profile_range.start:
-      jax.profiler.start_trace(profile_dir)
-    with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = compiled(state, {k: batch[k] for k in _STEP_KEYS})
-    throughput.step_done()
-    step += 1
-    if lead and config.profile.num_steps and step == profile_range.stop:
-      jax.profiler.stop_trace()
-      logging.info("profile of steps %s written to %s", profile_range, profile_dir)
-
-    knn = {}
-    if knn_splits and (step % config.knn_eval.every_steps == 0 or step == sched.total_steps):
-      knn = _knn_eval(state, model_cfg, knn_splits, mesh, config.knn_eval)
-      if lead:
-        logging.info("step %d kNN: %s", step, ", ".join(f"{k} {v:.1f}" for k, v in knn.items()))
-
-    if step % config.log_every_steps == 0 or step == sched.total_steps or knn:
-      scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      scalars.update(knn)
-      scalars.update(throughput.metrics(step))
-      scalars.update(logging_utils.aggregate_over_processes(getattr(it, "metrics", dict)()))
-      if lead:
-        writer.write_scalars(step, scalars)
-        jsonl.write(step, scalars)
-        logging.info(logging_utils.progress_line(step, sched.total_steps, scalars))
-      if scalars["consecutive_skipped"] >= config.max_consecutive_skipped:
-        # Skipped updates leave params untouched, so this checkpoint is the last good state.
-        ckpt.save(step, state, it, config_dict, force=True)
-        ckpt.wait()
-        raise TrainingDiverged(
-            f"{int(scalars['consecutive_skipped'])} consecutive updates had a non-finite loss or "
-            f"gradient (step {step}, {int(scalars['skipped_steps'])} skipped in all). The last "
-            f"good state is saved in {workdir}/checkpoints; lower optim.base_lr, set "
-            f"optim.grad_clip, or use float32 before resuming.")
-
-    if config.image_every_steps and step % config.image_every_steps == 0:
-      original, masked, recon = jax.device_get(
-          recon_fn(state.params, state.target, state.batch_stats, examples["view1"],
-                   examples["view2"]))
-      if lead:
-        image = visualize.grid(original, masked, recon)
-        writer.write_images(step, {"reconstruction": image[None]})
-        visualize.save_png(image, epath.Path(workdir) / "images" / f"reconstruction_{step:08d}.png")
-
-    ckpt.save(step, state, it, config_dict)
-    if step < sched.total_steps and ckpt.should_stop(step, sync_every=config.log_every_steps):
-      stopped_early = True
-      break
-    if step < sched.total_steps:
-      t0 = time.perf_counter()
-      batch = next(it)
-      throughput.add_data_wait(time.perf_counter() - t0)
+  recon_fn = _reconstruction_fn(built.graphdef, model_cfg, config.loss.norm_pix, mesh)
+  hooks = [run_lib.Profile(run.workdir / "profile", config.profile.start_step,
+                           config.profile.num_steps),
+           _Log(run, sched.total_steps, it, throughput, knn),
+           _images_hook(run, sched.total_steps, recon_fn,
+                        _fixed_examples(batch, config.num_image_examples))]
+  end = run_lib.train_loop(run, state, first_step, sched.total_steps,
+                           lambda s, b: compiled(s, _step_batch(b)), itertools.chain([batch], it),
+                           hooks, it, throughput=throughput)
 
   logging.info("=== finish")
-  ckpt.save(step, state, it, config_dict, force=True)
-  ckpt.close()
-  writer.flush()
-  writer.close()
+  run.close()
   if hasattr(it, "close"):
     it.close()
   logging.info("%s at step %d; checkpoints in %s/checkpoints",
-               "stopped on request" if stopped_early else "done", step, workdir)
-  return state
+               "stopped on request" if end.stopped else "done", end.step, run.workdir)
+  return end.state

@@ -25,10 +25,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from etils import epath
 from flax import nnx
 
-from vicmae_jax import checkpointing, config_lib, flops, hardware, logging_utils, sharding
+from vicmae_jax import config_lib, flops, hardware, logging_utils, optim, run_lib, sharding
 from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_data
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import video as video_lib
@@ -261,9 +260,9 @@ class FinetuneStep:
 
 def schedule_steps(config: ml_collections.ConfigDict, per_epoch: int) -> tuple[int, int]:
   """(total steps, warm-up steps) of a fine-tuning config."""
-  total = config.total_steps or int(round(config.num_epochs * per_epoch))
-  warmup = min(int(round(config.optim.warmup_epochs * per_epoch)), max(total - 1, 0))
-  return total, warmup
+  sched = optim.schedule(per_epoch, num_epochs=config.num_epochs,
+                         warmup_epochs=config.optim.warmup_epochs, total_steps=config.total_steps)
+  return sched.total_steps, sched.warmup_steps
 
 
 def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes: int,
@@ -281,9 +280,9 @@ def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes:
   if total is None:
     total, warmup = schedule_steps(config, config.steps_per_epoch or 1)
   graphdef, params = nnx.split(model, nnx.Param)
-  peak_lr = config.optim.base_lr * config.batch_size / 256.0
-  lr_fn = optax.warmup_cosine_decay_schedule(0.0, peak_lr, warmup, max(total, warmup + 1),
-                                             config.optim.min_lr)
+  lr_fn = optim.learning_rate_schedule(
+      optim.peak_learning_rate(config.optim.base_lr, config.batch_size), total, warmup,
+      config.optim.min_lr)
   tx = make_optimizer(params, lr_fn, depth=model_cfg.depth,
                       layer_decay_rate=config.optim.layer_decay, b1=config.optim.b1,
                       b2=config.optim.b2, eps=config.optim.eps,
@@ -325,10 +324,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
 
   `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
   """
-  workdir = str(workdir)
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  lead = jax.process_index() == 0
-  checkpointing.quiet_orbax_logs()
   validate(config, jax.device_count())
 
   logging.info("=== data")
@@ -361,12 +356,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                len(train_src), len(val_src), num_classes, per_epoch, total, warmup)
 
   logging.info("=== model and optimizer")
-  ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
-                                    every_steps=config.checkpoint.every_steps,
-                                    keep=config.checkpoint.keep,
-                                    async_save=config.checkpoint.async_save)
-  ckpt.install_sigterm_handler()
-  resuming = bool(ckpt.all_steps())
+  run = run_lib.open_run(config, workdir)
+  resuming = run.resuming()
   report = None
   if video:
     # On resume the checkpoint overwrites everything, so skip reading the init source.
@@ -379,61 +370,46 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                                      config.init.get("layout") or None)
   built = build_finetune_step(config, mesh, num_classes=num_classes, model_cfg=model_cfg,
                               model=model, total=total, warmup=warmup)
-  params = nnx.state(model, nnx.Param)
-  state = jax.jit(built.init_state, out_shardings=built.state_shardings)(params)
-  del params
-  restored = ckpt.restore_latest(built.state, it)
-  if restored is not None:
-    state, _ = restored
-  first_step = int(jax.device_get(state.step))
-  if lead:
+  state, first_step = run.restore_or_init(
+      built.state, lambda: jax.jit(built.init_state, out_shardings=built.state_shardings)(
+          nnx.state(model, nnx.Param)), it)
+  model = None  # the state holds the (sharded) params now; free the unsharded copy
+  if run.lead:
     logging_utils.log_parameter_overview(state.params)
-  step_fn, eval_fn, logits_fn = built.fn, built.eval_fn, built.logits_fn
 
   def run_eval(params):
     if video:
-      out = evaluate_video(logits_fn, params, val_src, config, image_size, batch_sharding)
+      out = evaluate_video(built.logits_fn, params, val_src, config, image_size, batch_sharding)
       for name, src in (("train", train_src), ("val", val_src)):
         if getattr(src, "counts", None):  # seek reads vs whole-video fallbacks
           logging.info("%s video decoding: %s", name, dict(src.counts))
       return out
-    return evaluate(eval_fn, params, val_src, config, image_size, batch_sharding)
-  writer, jsonl = logging_utils.create_writers(workdir)
-  config_dict = config.to_dict()
+    return evaluate(built.eval_fn, params, val_src, config, image_size, batch_sharding)
+
+  result: dict[str, Any] = {}
+
+  def log(step, state, m):
+    scalars = {k: float(v) for k, v in jax.device_get(m).items()}
+    run.write(step, scalars, f"step {step}/{total} " + " ".join(
+        f"{k}={v:.4g}" for k, v in scalars.items()))
+
+  def evaluate_now(step, state, m):
+    result.clear()
+    result.update(run_eval(state.params))
+    scalars = {f"val_{k}": v for k, v in result.items()}
+    run.write(step, scalars, f"eval at step {step}: {scalars}")
 
   logging.info("=== fine-tune from step %d of %d", first_step, total)
-  step, result = first_step, {}
-  while step < total:
-    batch = next(it)
-    state, m = step_fn(state, {k: batch[k] for k in ("image", "target", "label")})
-    step += 1
-    if step % config.log_every_steps == 0 or step == total:
-      scalars = {k: float(v) for k, v in jax.device_get(m).items()}
-      if lead:
-        writer.write_scalars(step, scalars)
-        jsonl.write(step, scalars)
-        logging.info("step %d/%d %s", step, total,
-                     " ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
-    if (config.eval_every_steps and step % config.eval_every_steps == 0) or step == total:
-      result = run_eval(state.params)
-      scalars = {f"val_{k}": v for k, v in result.items()}
-      if lead:
-        writer.write_scalars(step, scalars)
-        jsonl.write(step, scalars)
-        logging.info("eval at step %d: %s", step, scalars)
-    ckpt.save(step, state, it, config_dict)
-    if step < total and (ckpt.should_stop(step) or step == stop_after_steps):
-      ckpt.save(step, state, it, config_dict, force=True)
-      logging.info("stopped on request at step %d of %d; the same command resumes", step, total)
-      break
-  if step == total and not result:
-    result = run_eval(state.params)
-  ckpt.save(step, state, it, config_dict, force=True)
-  ckpt.close()
-  writer.flush()
-  writer.close()
+  hooks = [run_lib.Every(config.log_every_steps, total, log),
+           run_lib.Every(config.eval_every_steps, total, evaluate_now, at_end=True)]
+  end = run_lib.train_loop(run, state, first_step, total,
+                           lambda s, b: built.fn(s, {k: b[k] for k in ("image", "target", "label")}),
+                           it, hooks, it, stop_after_steps=stop_after_steps)
+  if end.step == total and not result:
+    result = run_eval(end.state.params)
+  run.close()
   it.close()
-  if lead and result:
-    (epath.Path(workdir) / "eval_results.json").write_text(json.dumps(
-        {"step": step, **result}, indent=2))
-  return {"state": state, "eval": result, "init": report, "step": step}
+  if run.lead and result:
+    (run.workdir / "eval_results.json").write_text(json.dumps(
+        {"step": end.step, **result}, indent=2))
+  return {"state": end.state, "eval": result, "init": report, "step": end.step}

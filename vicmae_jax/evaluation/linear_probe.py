@@ -18,6 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vicmae_jax import optim
+
 BN_EPS = 1e-6
 
 
@@ -59,10 +61,9 @@ def head_apply(params: dict, stats: dict, x: jax.Array, *, train: bool,
 
 def make_lars(cfg: ProbeConfig, steps_per_epoch: int) -> tuple[optax.GradientTransformation,
                                                                  optax.Schedule]:
-  peak = cfg.base_lr * cfg.batch_size / 256.0
-  total = max(cfg.epochs * steps_per_epoch, 1)
-  warmup = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
-  sched = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1), 0.0)
+  steps = optim.schedule(steps_per_epoch, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs)
+  sched = optim.learning_rate_schedule(optim.peak_learning_rate(cfg.base_lr, cfg.batch_size),
+                                       steps.total_steps, steps.warmup_steps)
   mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731 - MAE's LARS exclusions
   tx = optax.lars(sched, weight_decay=cfg.weight_decay, weight_decay_mask=mask,
                   trust_coefficient=cfg.trust_coefficient, trust_ratio_mask=mask,

@@ -19,7 +19,7 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from vicmae_jax import checkpointing, logging_utils, sharding
+from vicmae_jax import logging_utils, run_lib, sharding
 from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import features as features_lib
@@ -111,9 +111,7 @@ def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
 
   `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
   """
-  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-  checkpointing.quiet_orbax_logs()
-  lp, lead = config.linprobe, jax.process_index() == 0
+  lp = config.linprobe
   readouts = _readouts(lp.readouts)
   encoder, cfg, report = load_encoder(config)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -137,47 +135,38 @@ def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
                                 reprob=0.0, scale=(lp.scale_min, 1.0))
   it = data_lib.TrainIterator(train_src, batch, config.seed, transform=transform,
                               sharding=batch_sharding, threads=config.data.threads)
-  ckpt = checkpointing.Checkpointer(str(epath.Path(workdir) / "checkpoints"),
-                                    every_steps=config.checkpoint.every_steps,
-                                    keep=config.checkpoint.keep,
-                                    async_save=config.checkpoint.async_save)
-  ckpt.install_sigterm_handler()
-  abstract = sharding.skeleton(heads.state, replicated)
-  restored = ckpt.restore_latest(abstract, it)
-  if restored is not None:
-    heads.state = restored[0]
-  step, total = int(jax.device_get(heads.state["step"])), heads.total_steps
+  run = run_lib.open_run(config, workdir)
+  state, step = run.restore_or_init(sharding.skeleton(heads.state, replicated),
+                                    lambda: heads.state, it)
+  total = heads.total_steps
   logging.info("augmented linear probe: %d examples, batch %d, %d steps/epoch, steps %d -> %d",
                len(train_src), batch, steps_per_epoch, step, total)
-  writer, jsonl = logging_utils.create_writers(workdir) if lead else (None, None)
-  config_dict = config.to_dict()
-  batches = features_lib.feature_batches(encoder, it)
-  while step < total:
-    losses = heads.update(*next(batches))
-    step += 1
-    if lead and (step % config.log_every_steps == 0 or step == total):
-      scalars = {f"linprobe_{r}_loss": float(v) for r, v in losses.items()}
-      scalars["learning_rate"] = float(heads.schedule(step - 1))
-      writer.write_scalars(step, scalars)
-      jsonl.write(step, scalars)
-      logging.info("probe step %d/%d %s", step, total,
-                   " ".join(f"{k}={v:.4g}" for k, v in scalars.items()))
-    ckpt.save(step, heads.state, it, config_dict)
-    if step < total and (ckpt.should_stop(step) or step == stop_after_steps):
-      break
-  ckpt.save(step, heads.state, it, config_dict, force=True)
-  ckpt.close()
+
+  def step_fn(state, batch):
+    heads.state = state
+    losses = heads.update(*batch)
+    return heads.state, losses
+
+  def log(step, state, losses):
+    scalars = {f"linprobe_{r}_loss": float(v) for r, v in jax.device_get(losses).items()}
+    scalars["learning_rate"] = float(heads.schedule(step - 1))
+    run.write(step, scalars, f"probe step {step}/{total} " + " ".join(
+        f"{k}={v:.4g}" for k, v in scalars.items()))
+
+  end = run_lib.train_loop(run, state, step, total, step_fn,
+                           features_lib.feature_batches(encoder, it),
+                           [run_lib.Every(config.log_every_steps, total, log)], it,
+                           stop_after_steps=stop_after_steps, name="probe")
+  heads.state = end.state
+  run.close()
   it.close()
-  results: dict[str, Any] = {"init": report.summary(), "step": step}
-  if step == total:
+  results: dict[str, Any] = {"init": report.summary(), "step": end.step}
+  if end.step == total:
     val = split_features(config, encoder, cfg.image_size, "val")
     for r in readouts:
       params, stats = jax.device_get(heads.head(r))
       m = linear_probe.evaluate_probe(params, stats, val[r], val["label"])
       results.update({f"linprobe_{r}_{k}": v for k, v in m.items()})
-  if lead:
-    writer.close()
-  if step == total:
     _write(workdir, "linprobe", results)
   return results
 

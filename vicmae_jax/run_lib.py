@@ -1,0 +1,179 @@
+"""The run skeleton every training mode stands on: pretraining, fine-tuning, the augmented probe.
+
+A mode defines its jitted step and its hooks (logging, evaluation, images, profiling); this
+module owns what every run does the same way: the workdir, metric writers (TensorBoard and
+metrics.jsonl on process 0), the Orbax checkpointer with its signal handling, restore-or-init
+against an abstract target carrying the current shardings, and the step loop with periodic and
+on-request (SIGTERM, preemption) checkpoints.
+
+    run = run_lib.open_run(config, workdir)
+    state, step = run.restore_or_init(skeleton, init_fn, data_iter)
+    end = run_lib.train_loop(run, state, step, total, step_fn, batches, hooks, data_iter)
+    run.close()
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import jax
+import ml_collections
+from etils import epath
+
+from vicmae_jax import checkpointing, logging_utils
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run's workdir, writers and checkpointer (every process holds one)."""
+
+  config: ml_collections.ConfigDict
+  workdir: epath.Path
+  ckpt: checkpointing.Checkpointer
+  writer: Any                              # clu writer; process > 0 only logs
+  jsonl: logging_utils.JsonlWriter | None  # process 0 only
+  config_dict: dict
+
+  @property
+  def lead(self) -> bool:
+    return jax.process_index() == 0
+
+  def write(self, step: int, scalars: Mapping[str, float], line: str | None = None) -> None:
+    """Scalars to TensorBoard and metrics.jsonl, and `line` to the log (process 0 only)."""
+    if not self.lead:
+      return
+    self.writer.write_scalars(step, dict(scalars))
+    self.jsonl.write(step, scalars)
+    if line:
+      logging.info(line)
+
+  def restore_or_init(self, skeleton: Any, init: Callable[[], Any], data_iter: Any | None = None
+                      ) -> tuple[Any, int]:
+    """(state, its step): the newest readable checkpoint restored into `skeleton` (sharded
+    `ShapeDtypeStruct`s: the restore follows the current mesh), else `init()`."""
+    restored = self.ckpt.restore_latest(skeleton, data_iter)
+    state = restored[0] if restored is not None else init()
+    return state, int(jax.device_get(step_of(state)))
+
+  def resuming(self) -> bool:
+    """Whether the workdir holds a checkpoint (an init source need not be read then)."""
+    return bool(self.ckpt.all_steps())
+
+  def close(self) -> None:
+    """Waits for pending checkpoint writes and flushes the writers."""
+    self.ckpt.close()
+    self.writer.flush()
+    self.writer.close()
+
+
+def step_of(state: Any) -> Any:
+  """The update count of a state: a dataclass with `.step` or a dict with 'step'."""
+  return state["step"] if isinstance(state, Mapping) else state.step
+
+
+def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+  """Creates the workdir, the checkpointer (SIGTERM requests a save and a clean stop) and the
+  writers of a run configured by `config.checkpoint` (every_steps, keep, async_save)."""
+  workdir = epath.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  checkpointing.quiet_orbax_logs()
+  c = config.checkpoint
+  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), every_steps=c.every_steps,
+                                    keep=c.keep, async_save=c.async_save)
+  ckpt.install_sigterm_handler()
+  writer, jsonl = logging_utils.create_writers(str(workdir))
+  return Run(config=config, workdir=workdir, ckpt=ckpt, writer=writer, jsonl=jsonl,
+             config_dict=config.to_dict())
+
+
+class Hook:
+  """Something a mode does around its steps; `step` counts the updates done so far."""
+
+  def before_step(self, step: int) -> None:
+    """Before the update that makes `step + 1` (profiling starts here)."""
+
+  def after_step(self, step: int, state: Any, metrics: Any) -> None:
+    """After update number `step`, before its checkpoint (log, evaluate, draw)."""
+
+
+class Every(Hook):
+  """Calls `fn(step, state, metrics)` every `every` steps (0: never) and at the last step
+  (`at_end`; by default only when `every` is on)."""
+
+  def __init__(self, every: int, total: int, fn: Callable[[int, Any, Any], None],
+               at_end: bool | None = None):
+    self.every, self.total, self.fn = every, total, fn
+    self.at_end = bool(every) if at_end is None else at_end
+
+  def due(self, step: int) -> bool:
+    return (bool(self.every) and step % self.every == 0) or (self.at_end and step == self.total)
+
+  def after_step(self, step: int, state: Any, metrics: Any) -> None:
+    if self.due(step):
+      self.fn(step, state, metrics)
+
+
+class Profile(Hook):
+  """A TensorBoard profile of `num_steps` steps from `start_step`, on process 0."""
+
+  def __init__(self, directory: epath.Path, start_step: int, num_steps: int):
+    self.directory = str(directory)
+    self.steps = range(start_step, start_step + num_steps) if num_steps else range(0)
+    self.lead = jax.process_index() == 0
+
+  def before_step(self, step: int) -> None:
+    if self.lead and self.steps and step == self.steps.start:
+      jax.profiler.start_trace(self.directory)
+
+  def after_step(self, step: int, state: Any, metrics: Any) -> None:
+    if self.lead and self.steps and step == self.steps.stop:
+      jax.profiler.stop_trace()
+      logging.info("profile of steps %s written to %s", self.steps, self.directory)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopEnd:
+  state: Any
+  step: int
+  stopped: bool   # stopped on request (signal, preemption, `stop_after_steps`) before `total`
+
+
+def train_loop(run: Run, state: Any, step: int, total: int,
+               step_fn: Callable[[Any, Any], tuple[Any, Any]], batches: Iterator[Any],
+               hooks: Sequence[Hook] = (), data_iter: Any | None = None, *,
+               throughput: logging_utils.Throughput | None = None,
+               stop_after_steps: int | None = None, name: str = "train") -> LoopEnd:
+  """Runs `state, metrics = step_fn(state, next(batches))` from `step` to `total`.
+
+  After each update the hooks run in order, then the periodic checkpoint (state + `data_iter`
+  position + config); a stop request (SIGTERM, a preemption notice, or `stop_after_steps`, as
+  tests preempt) ends the loop after a checkpoint of that step, on every process at the same
+  step (agreed every `config.log_every_steps`, the steps that already synchronise the hosts). The
+  final state is always saved; the caller closes the run.
+  """
+  sync_every = run.config.get("log_every_steps", 10) or 10
+  stopped = False
+  while step < total:
+    t0 = time.perf_counter()
+    batch = next(batches)
+    if throughput is not None:
+      throughput.add_data_wait(time.perf_counter() - t0)
+    for hook in hooks:
+      hook.before_step(step)
+    with jax.profiler.StepTraceAnnotation(name, step_num=step):
+      state, metrics = step_fn(state, batch)
+    if throughput is not None:
+      throughput.step_done()
+    step += 1
+    for hook in hooks:
+      hook.after_step(step, state, metrics)
+    run.ckpt.save(step, state, data_iter, run.config_dict)
+    if step < total and (run.ckpt.should_stop(step, sync_every=sync_every)
+                         or step == stop_after_steps):
+      stopped = True
+      logging.info("stopped on request at step %d of %d; the same command resumes", step, total)
+      break
+  run.ckpt.save(step, state, data_iter, run.config_dict, force=True)
+  return LoopEnd(state=state, step=step, stopped=stopped)
