@@ -1,4 +1,5 @@
-"""Input-pipeline benchmark (PERF.md goals A5, A6): frame pairs per second per core.
+"""Input-pipeline benchmark: frame pairs per second per core (goals A5, A6 in
+docs/decisions.md#benchmark-conventions-and-goals; results in docs/data.md section 8).
 
 Kinetics-like clips are generated once (10 s, 25 and 30 fps, 568x320 = short side 320, H.264 with
 libx264's default GOP and B-frames, a panning texture with noise so the bitrate is realistic).

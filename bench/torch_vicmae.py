@@ -2,8 +2,9 @@
 
 Hugging Face `ViTMAEForPreTraining` supplies the encoder, decoder and norm-pix reconstruction
 loss; the projector, predictor, contrastive losses and EMA target branch are written here to
-match `vicmae_jax` (SPEC.md 2.4-3.3, decisions D1-D3). `tests/test_bench_reference.py` checks that
-both compute the same loss from the same weights and masks, so the speed comparison is fair.
+match `vicmae_jax` (docs/decisions.md: the heads and losses sections, D1-D3).
+`tests/test_bench_reference.py` checks that both compute the same loss from the same weights and
+masks, so the speed comparison is fair.
 
 Layout: images are [N, 3, H, W] (torch's), the two views go through the encoder as one batch of
 2N images, as the JAX model does.
@@ -133,7 +134,8 @@ class TorchViCMAE(nn.Module):
     if self.ema:
       online = self._heads(self.predictor, online)
       with torch.no_grad():
-        # D2: the target sees the online branch's visible tokens (same noise, same masks).
+        # The target sees the online branch's visible tokens: same noise, same masks
+        # (docs/decisions.md, D2).
         t_latent = self.target_encoder(images, noise=noise).last_hidden_state
         tgt = self._heads(self.target_projector, self._pool(t_latent, n))
       contrast = 0.5 * (info_nce(online[0], tgt[1], self.temperature)
@@ -204,7 +206,7 @@ def train_flops_per_pair(cfg: ModelConfig) -> float:
   """Analytic training FLOPs per pair of the reference: ours plus the patch embedding of the
   masked patches (HF embeds all patches before masking; the JAX model gathers pixels first)."""
   masked_embed = 2 * (cfg.num_patches - cfg.len_keep) * cfg.patch_dim * cfg.width
-  extra = 2 * 3 * masked_embed  # two online views, training = 3 x forward (PERF.md convention)
+  extra = 2 * 3 * masked_embed  # two online views, training = 3 x forward (the FLOP convention)
   if cfg.contrastive_mode == "ema_target":
     extra += 2 * masked_embed  # the target's forward
   return flops.train_flops_per_pair(cfg) + extra

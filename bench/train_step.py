@@ -1,6 +1,7 @@
-"""Full pretraining step: images/s and FLOPs utilisation, JAX vs a PyTorch reference (PERF.md A1, A2).
+"""Full pretraining step: images/s and FLOPs utilisation, JAX vs a PyTorch reference (goals A1,
+A2 in docs/decisions.md#benchmark-conventions-and-goals).
 
-JAX side: the real `train_state.train_step` (forward, backward, AdamW, EMA target, skip-on-NaN
+JAX side: the real `train_step.train_step` (forward, backward, AdamW, EMA target, skip-on-NaN
 guard), built by `create_train_state` on a 1-device mesh, donated state, AOT compiled. PyTorch
 side: `bench/torch_vicmae.py` (Hugging Face ViTMAE + heads + EMA target, 2 threads; fp32, or
 `torch.autocast` for `--dtype bfloat16`), which
@@ -34,7 +35,8 @@ from bench.common import BENCH_PEAK_SIZES  # noqa: E402
 from vicmae_jax import flops, hardware, logging_utils, optim, sharding  # noqa: E402
 from vicmae_jax.models import model_config  # noqa: E402
 from vicmae_jax.models.config import ModelConfig  # noqa: E402
-from vicmae_jax.train_state import StepConfig, create_train_state, train_step  # noqa: E402
+from vicmae_jax.train_state import create_train_state  # noqa: E402
+from vicmae_jax.train_step import StepConfig, train_step  # noqa: E402
 
 # Long enough that warm-up and the timed steps stay in the schedule's warm-up/cosine range.
 TOTAL_STEPS = 10_000
@@ -55,7 +57,7 @@ class JaxStep:
     schedule = optim.learning_rate_schedule(1.5e-4, TOTAL_STEPS, 100)
     tx = optim.make_optimizer(schedule)
     graphdef, self.state, state_shardings = create_train_state(cfg, tx, seed, mesh)
-    sc = StepConfig(patch=cfg.patch, mode=cfg.contrastive_mode, total_steps=TOTAL_STEPS)
+    sc = StepConfig(patch=cfg.patch, contrastive_mode=cfg.contrastive_mode, total_steps=TOTAL_STEPS)
     batch_sharding = sharding.batch_sharding(mesh)
     shape = (pairs, cfg.image_size, cfg.image_size, 3)
     self.batch = {

@@ -1,7 +1,7 @@
 """Defaults shared by the evaluation configs (finetune_*.py, linprobe_*.py, knn_*.py).
 
-`base_config(mode)` is the released ViT-B/16 ImageNet fine-tuning recipe (SPEC.md 6.2); the
-probe and kNN sections hold the MAE linear-probe fallback (SPEC.md 6.4) and k = 20, T = 0.07.
+`base_config(mode)` is the released ViT-B/16 ImageNet fine-tuning recipe; the probe and kNN
+sections hold the MAE linear-probe fallback and k = 20, T = 0.07 (all in docs/evaluation.md).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def base_config(mode: str = "finetune") -> ml_collections.ConfigDict:
   c.aug = ml_collections.ConfigDict(dict(
       rand_augment_n=2, rand_augment_m=9.0, reprob=0.25, mixup=0.8, cutmix=1.0,
       switch_prob=0.5, mix_prob=1.0, smoothing=0.1, crop_pct=0.875, scale_min=0.08, hflip=True))
-  # Video fine-tuning (SPEC.md 6.3): off for image configs; the rest is MAE-ST's K400 recipe.
+  # Video fine-tuning (docs/evaluation.md): off for image configs; the rest is MAE-ST's K400 recipe.
   # repeat_aug: clips per decoded video, counted in batch_size (steps per epoch x repeat_aug);
   # head_dropout: before the head, training only; train_crop: 'rrc' (RandomResizedCrop with
   # aug.scale_min, MAE-ST) or 'jitter' (short side in jitter_scales, given for 224 px and scaled

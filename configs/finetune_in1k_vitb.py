@@ -1,4 +1,4 @@
-"""ImageNet-1k fine-tuning of ViT-B/16, the released recipe (SPEC.md 6.2; docs/evaluation.md).
+"""ImageNet-1k fine-tuning of ViT-B/16, the released recipe (docs/evaluation.md).
 
 100 epochs, batch 1024, blr 5e-4 (lr 2e-3), warm-up 5, cosine to 1e-6, AdamW (0.9, 0.999),
 wd 0.05, layer decay 0.65, drop path 0.1, RandAugment m9 n2 (mstd 0.5), mixup 0.8 / cutmix 1.0

@@ -1,6 +1,6 @@
-"""ImageNet-1k fine-tuning of ViT-L/16. The released scripts for B and L are identical (SPEC.md
-6.2), so this is the B recipe with an L encoder. MAE's own L recipe (50 epochs, blr 1e-3, layer
-decay 0.75, drop path 0.2) is one override away:
+"""ImageNet-1k fine-tuning of ViT-L/16. The released scripts for B and L are identical
+(docs/evaluation.md), so this is the B recipe with an L encoder. MAE's own L recipe (50 epochs,
+blr 1e-3, layer decay 0.75, drop path 0.2) is one override away:
 
   python -m vicmae_jax.main --config=configs/finetune_in1k_vitl.py:init=workdir,path=DIR \
       --workdir=/tmp/ft_l --config.num_epochs=50 --config.optim.base_lr=1e-3 \

@@ -1,6 +1,7 @@
-"""Kinetics-400 fine-tuning of ViT-L/16 from an image-shaped ViC-MAE encoder (SPEC.md 6.3).
+"""Kinetics-400 fine-tuning of ViT-L/16 from an image-shaped ViC-MAE encoder (docs/evaluation.md,
+"Video fine-tuning").
 
-The video recipe was not released; this is the MAE-ST fallback the spec names (MAE-ST
+The video recipe was not released; this is the MAE-ST fallback (MAE-ST
 `FINETUNE.md` command + `main_finetune.py` / `util/kinetics.py` defaults): the 2-D patch kernel
 inflated to t = 2 tubelets (repeated over t, divided by 2), separable spatial + temporal
 (+ class) position embeddings, global average pooling -> fc_norm -> dropout 0.3 -> head;
@@ -11,7 +12,7 @@ Kinetics class does not apply), cube random erasing 0.25, mixup 0.8 / cutmix 1.0
 grad clip 5.0. Test: 3 spatial x 7 temporal views averaged per video (21 views; per-video and
 per-clip accuracy reported, plus videos with missing views).
 
-The global batch is not in the spec; 256 clips (128 videos x 2 repeats) is assumed, and
+No source gives the global batch; 256 clips (128 videos x 2 repeats) is assumed, and
 lr = blr x 256 / 256 counts the repeats as MAE-ST's effective batch does. `train_crop=jitter`
 gives SlowFast's short-side jitter 256-320 + random 224 crop instead (MAE-ST only uses it with
 empty relative scales).

@@ -1,8 +1,8 @@
-"""Places-365 fine-tuning of ViT-L/16 (SPEC.md 7.1 reports B 58.6-59.1, L 59.5-60.7 top-1).
+"""Places-365 fine-tuning of ViT-L/16 (the paper reports B 58.6-59.1, L 59.5-60.7 top-1).
 
-The ViC-MAE release has no Places-365 recipe (SPEC.md 6.3), so this is the released IN-1k recipe
-(SPEC.md 6.2: 100 epochs, batch 1024, blr 5e-4, layer decay 0.65, drop path 0.1, RandAugment m9
-n2, mixup 0.8 / cutmix 1.0, smoothing 0.1, random erasing 0.25, cls readout) on TFDS
+The ViC-MAE release has no Places-365 recipe, so this is the released IN-1k recipe
+(docs/evaluation.md: 100 epochs, batch 1024, blr 5e-4, layer decay 0.65, drop path 0.1,
+RandAugment m9 n2, mixup 0.8 / cutmix 1.0, smoothing 0.1, random erasing 0.25, cls readout) on TFDS
 `places365_small` (256 px images; 1.8M train, 36,500 validation, evaluated exactly once); only
 the data and the 365-way head differ. Places is 1.4x ImageNet per epoch; `--config.num_epochs`
 shortens it.

@@ -1,8 +1,8 @@
-"""Something-Something-v2 fine-tuning of ViT-L/16 (SPEC.md 6.3; recipe not released).
+"""Something-Something-v2 fine-tuning of ViT-L/16 (recipe not released; docs/evaluation.md).
 
 MAE-ST released no SSv2 fine-tuning; this is configs/finetune_k400_vitl.py (MAE-ST optimiser,
 head dropout 0.3, 2 repeats, RandomResizedCrop 0.08-1, clip RandAugment m7, erasing 0.25,
-mixup / cutmix, smoothing) with these SSv2 choices, all inferred [INF] from VideoMAE's SSv2
+mixup / cutmix, smoothing) with these SSv2 choices, all inferred from VideoMAE's SSv2
 fine-tuning (`run_class_finetuning.py`, `ssv2.py`, `scripts/ssv2/*/finetune.sh`):
   * segment sampling: 16 equal segments, one frame each (random in training);
   * no horizontal flip: labels such as "pushing something from left to right" flip with the

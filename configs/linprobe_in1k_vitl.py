@@ -1,4 +1,4 @@
-"""ImageNet-1k linear probe of ViT-L/16, MAE recipe (SPEC.md 6.4 fallback; docs/evaluation.md).
+"""ImageNet-1k linear probe of ViT-L/16, MAE recipe (none was released; docs/evaluation.md).
 
 Frozen encoder; BatchNorm(affine=False, eps 1e-6) + Linear; LARS (momentum 0.9, trust 1e-3,
 wd 0), blr 0.1 -> lr 6.4 at batch 16,384, 50 epochs (L/H; B uses 90), warm-up 10; cls token and

@@ -2,7 +2,8 @@
 
 Every builder returns one `input.sources` entry (vicmae_jax/data/pipeline.py) laid out as in
 docs/data.md under a data root. `weight` is left unset on purpose: the pipeline then mixes
-sources in their natural proportions (SPEC 5.3, A10).
+sources in their natural proportions, as the released code's single combined dataset did
+(docs/decisions.md#data-augmentations-and-mixing).
 
 Argument syntax (after the colon: `--config=configs/vitl_k400.py:frames,data_root=/data`):
 

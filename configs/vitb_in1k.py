@@ -1,6 +1,6 @@
 """ViC-MAE ViT-B/16 on ImageNet-1k images only (two augmented views of each image).
 
-The released recipe (SPEC.md 6.1) without video: mask 0.5, batch 4096, blr 1.5e-4, AdamW
+The released recipe (docs/configs.md) without video: mask 0.5, batch 4096, blr 1.5e-4, AdamW
 (0.9, 0.95), wd 0.05, 800 epochs with 40 warm-up, temperature 0.1, loss 0.97 / 0.03. The image
 baseline for the video configs; the paper has no ViC-MAE row for IN1K alone.
 

@@ -1,8 +1,8 @@
-"""ViC-MAE ViT-B/16 on Kinetics-400: the released recipe (SPEC.md 6.1).
+"""ViC-MAE ViT-B/16 on Kinetics-400: the released recipe (docs/configs.md).
 
 Mask 0.5, batch 4096 pairs, blr 1.5e-4 (lr = blr * batch / 256), AdamW (0.9, 0.95), wd 0.05,
 800 epochs with 40 warm-up, temperature 0.1, loss 0.97 recon + 0.03 contrastive; two frames per
-video (`distant` pairs). The paper reports no ViT-B row for K400 alone (SPEC 7.1).
+video (`distant` pairs). The paper reports no ViT-B row for K400 alone.
 
   python -m vicmae_jax.main --config=configs/vitb_k400.py --workdir=/ckpt/vitb_k400
   python -m vicmae_jax.main --config=configs/vitb_k400.py:frames,data_root=/data --workdir=...

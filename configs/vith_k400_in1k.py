@@ -1,6 +1,6 @@
 """ViC-MAE ViT-H/14 on Kinetics-400 + ImageNet-1k (natural proportions within every batch).
 
-The released recipe (SPEC.md 6.1) scaled to ViT-H/14 with MAE's 512 x 8 decoder: mask 0.5, batch
+The released recipe (docs/configs.md) scaled to ViT-H/14 with MAE's 512 x 8 decoder: mask 0.5, batch
 4096, blr 1.5e-4, AdamW (0.9, 0.95), wd 0.05, 800 epochs with 40 warm-up, temperature 0.1, loss
 0.97 / 0.03. The paper trains no H model, so there is no number to match. 224 px with patch 14
 gives a 16 x 16 grid, 128 visible tokens per view.

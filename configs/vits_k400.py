@@ -1,4 +1,4 @@
-"""ViC-MAE ViT-S/16 on Kinetics-400: the released recipe (SPEC.md 6.1) at the small size.
+"""ViC-MAE ViT-S/16 on Kinetics-400: the released recipe (docs/configs.md) at the small size.
 
 A cheaper sibling of vitl_k400.py for ablations: same data and hyper-parameters (mask 0.5, batch
 4096 pairs, blr 1.5e-4, AdamW (0.9, 0.95), wd 0.05, 800 epochs with 40 warm-up, temperature 0.1,

@@ -65,9 +65,9 @@ def test_bad_topology_is_a_clear_error():
 
 
 def _lowered_text(config, devices) -> str:
-  model_cfg = config_lib.validate(config, len(devices), check_data=False)
+  config_lib.validate(config, len(devices), check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
-  built = train.build_train_step(config, model_cfg, config_lib.schedule(config, None), mesh)
+  built = train.build_train_step(config, config_lib.schedule(config, None), mesh)
   return built.fn.lower(built.state, built.batch).as_text()
 
 

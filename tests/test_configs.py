@@ -92,7 +92,7 @@ def test_loads_validates_and_resolves_model(name, tmp_path):
   assert [s["kind"] for s in config.input.sources] == kinds
   for spec in config.input.sources:
     assert spec["path"].startswith(str(tmp_path)), spec
-    assert "weight" not in spec  # natural proportions (SPEC 5.3)
+    assert "weight" not in spec  # natural proportions (docs/data.md, source weights)
   make_layout(config)
   model_cfg = config_lib.validate(config, DEVICES)
   assert model_cfg.variant == variant

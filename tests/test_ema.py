@@ -1,4 +1,4 @@
-"""EMA update math and the cosine momentum schedule (D3)."""
+"""EMA update math and the cosine momentum schedule (docs/decisions.md, D3)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from vicmae_jax import ema
-from vicmae_jax.models import ViCMAE, model_config, split_model, update_target
+from vicmae_jax.ema import update_target
+from vicmae_jax.models import ViCMAE, model_config, split_model
 
 
 def test_ema_update_math():

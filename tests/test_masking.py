@@ -56,3 +56,11 @@ def test_gather_tokens():
   x = jnp.arange(2 * 5 * 3).reshape(2, 5, 3)
   ids = jnp.array([[4, 0], [1, 1]])
   np.testing.assert_array_equal(masking.gather_tokens(x, ids), np.asarray(x)[[[0], [1]], ids])
+
+
+def test_uniform_noise_masks_each_sample_independently():
+  noise = masking.uniform_noise(jax.random.key(0), 4, 16)
+  assert noise.shape == (4, 16) and float(noise.min()) >= 0.0 and float(noise.max()) < 1.0
+  m = masking.random_masking(noise, 4)
+  assert (m.mask.sum(axis=1) == 12).all()
+  assert len({tuple(map(int, row)) for row in m.ids_keep}) == 4  # different samples, different masks

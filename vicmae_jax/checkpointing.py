@@ -1,4 +1,4 @@
-"""Orbax checkpoints behind one module (D11): train state + data iterator state + config.
+"""Orbax checkpoints behind one module (docs/decisions.md, D11): train state + data iterator state + config.
 
 - Asynchronous saves every N steps, keeping the last K.
 - Resume from the newest readable checkpoint; an unreadable newest one falls back to the

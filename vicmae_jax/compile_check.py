@@ -200,7 +200,7 @@ def _pretrain(config: ml_collections.ConfigDict, devices: list):
   model_cfg = config_lib.validate(config, len(devices), processes, check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
   sched = config_lib.schedule(config, None)
-  built = train.build_train_step(config, model_cfg, sched, mesh)
+  built = train.build_train_step(config, sched, mesh)
   state = built.state
   arguments = {"params": state.params, "optimizer": state.opt_state, "ema target": state.target,
                "batch": built.batch}

@@ -1,23 +1,31 @@
-"""The one place that reads a pretraining ConfigDict: typed settings out, every check up front.
+"""Pretraining configs: ConfigDict in, typed settings out, every check up front.
 
-`validate` runs before anything is built or compiled and raises one `ConfigError` naming every
-problem, so a typo or an impossible batch size costs seconds, not a compile.
+`PretrainConfig` (frozen dataclasses all the way down) holds every pretraining key with its
+default; configs/common.py builds the recipes' ConfigDict from it (`pretrain_defaults`), so every
+key is settable from the command line, and `pretrain_config` reads a ConfigDict back, rejecting
+keys it does not know. The trainer reads only the typed object. `validate` runs before anything
+is built or compiled and raises one `ConfigError` naming every problem, so a typo or an
+impossible batch size costs seconds, not a compile.
 """
 from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from typing import Any
 
 import ml_collections
 
-from vicmae_jax import optim
+from vicmae_jax import optim, typed_config
+from vicmae_jax.data.config import InputConfig
+from vicmae_jax.ema import EmaConfig
+from vicmae_jax.losses import LossConfig
 from vicmae_jax.models.config import ModelConfig
-from vicmae_jax.train_state import StepConfig
+from vicmae_jax.run_lib import CheckpointConfig, ProfileConfig
+from vicmae_jax.sharding import MeshConfig
+from vicmae_jax.train_step import StepConfig
 
 DATA_DOCS = "docs/data.md"
-_SIZE_FIELDS = ("width", "depth", "heads", "mlp_dim", "patch", "decoder_width", "decoder_depth",
-                "decoder_heads")
 # Source kinds whose `path` (and `root`) must exist on local disk.
 _LOCAL_KINDS = ("kinetics_csv", "video_csv", "ssv2", "mit", "video_folder", "image_folder",
                 "image_csv", "frames")
@@ -27,25 +35,98 @@ class ConfigError(ValueError):
   """A config that cannot run; the message lists every problem found."""
 
 
+@dataclasses.dataclass(frozen=True)
+class KnnEvalConfig:
+  """In-loop kNN (k = 20, temperature-weighted votes) on a small labelled split every
+  `every_steps` (0: off), so the curves show representation quality as pretraining goes.
+  `data` is a labelled source spec of evaluation/data.py (image_folder, tfds or toy)."""
+
+  every_steps: int = 0
+  batch_size: int = 64
+  k: int = 20
+  temperature: float = 0.07
+  data: dict = dataclasses.field(
+      default_factory=lambda: dict(kind="image_folder", train="", val=""))
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+  """Every pretraining setting; the released ViC-MAE recipe with ViT-B/16 by default."""
+
+  mode: str = "pretrain"
+  seed: int = 0
+  model: ModelConfig = ModelConfig()
+  loss: LossConfig = LossConfig()
+  ema: EmaConfig = EmaConfig()
+  optim: optim.OptimConfig = optim.OptimConfig()
+  batch_size: int = 4096          # global pairs per optimizer update
+  num_epochs: float = 800.0
+  steps_per_epoch: int = 0        # 0: dataset size // batch_size
+  total_steps: int = 0            # 0: num_epochs * steps_per_epoch
+  input: InputConfig = InputConfig()
+  synthetic_data: bool = False    # random tensors instead of the pipeline (benchmarks, tests)
+  mesh: MeshConfig = MeshConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+  log_every_steps: int = 50
+  image_every_steps: int = 1000   # reconstruction images (0: never)
+  num_image_examples: int = 4
+  profile: ProfileConfig = ProfileConfig()
+  max_consecutive_skipped: int = 5  # non-finite updates in a row before the run stops
+  knn_eval: KnnEvalConfig = KnnEvalConfig()
+
+
+def _optional_fields(cls: type) -> set[str]:
+  """Fields whose type admits None: a ConfigDict holds them as 0 / '' ("not set")."""
+  hints = typing.get_type_hints(cls)
+  return {f.name for f in dataclasses.fields(cls) if type(None) in typing.get_args(hints[f.name])}
+
+
+def model_defaults() -> dict[str, Any]:
+  """ModelConfig's defaults as ConfigDict values: None becomes 0 (sizes) or '' (names)."""
+  hints = typing.get_type_hints(ModelConfig)
+  out = typed_config.to_dict(ModelConfig())
+  for name in _optional_fields(ModelConfig):
+    if out[name] is None:
+      out[name] = "" if str in typing.get_args(hints[name]) else 0
+  return out
+
+
+def pretrain_defaults() -> dict[str, Any]:
+  """PretrainConfig's defaults as the nested dict a recipe's ConfigDict starts from (input
+  without image_size: pretraining takes it from the model)."""
+  out = typed_config.to_dict(PretrainConfig())
+  out["model"] = model_defaults()
+  del out["input"]["image_size"]
+  return out
+
+
 def model_config(c: ml_collections.ConfigDict) -> ModelConfig:
   """ConfigDict.model -> resolved ModelConfig (0 / '' mean "from the variant table" / None)."""
   m = dict(c.model)
-  for key in _SIZE_FIELDS:
-    if not m.get(key):
+  for key in _optional_fields(ModelConfig):
+    if key in m and not m[key]:
       m[key] = None
-  m["bn_group_size"] = m.get("bn_group_size") or None
-  m["attention_impl"] = m.get("attention_impl") or None
-  known = {f.name for f in dataclasses.fields(ModelConfig)}
-  return ModelConfig(**{k: v for k, v in m.items() if k in known}).resolve()
+  return typed_config.from_mapping(ModelConfig, m, "model").resolve()
 
 
-def step_config(c: ml_collections.ConfigDict, model: ModelConfig, total_steps: int) -> StepConfig:
-  return StepConfig(
-      patch=model.patch, mode=model.contrastive_mode, total_steps=total_steps,
-      temperature=c.loss.temperature, weight_recon=c.loss.weight_recon,
-      weight_contrast=c.loss.weight_contrast, contrast_ramp_steps=c.loss.contrast_ramp_steps,
-      contrast_start_weight=c.loss.contrast_start_weight, norm_pix=c.loss.norm_pix,
-      accum_steps=c.optim.accum_steps, ema_base=c.ema.base, ema_final=c.ema.final)
+def pretrain_config(c: ml_collections.ConfigDict, workdir: str) -> PretrainConfig:
+  """The typed settings of a pretraining ConfigDict (unknown keys are errors), with the model
+  resolved and the input completed by `input_config`."""
+  d = c.to_dict()
+  d["model"] = model_config(c)
+  d["input"] = input_config(c, workdir)
+  return typed_config.from_mapping(PretrainConfig, d)
+
+
+def as_pretrain_config(c: PretrainConfig | ml_collections.ConfigDict) -> PretrainConfig:
+  """`c` typed (a ConfigDict is read with demo media paths left relative: for building steps)."""
+  return c if isinstance(c, PretrainConfig) else pretrain_config(c, "")
+
+
+def step_config(c: PretrainConfig, total_steps: int) -> StepConfig:
+  return StepConfig(patch=c.model.patch, contrastive_mode=c.model.contrastive_mode,
+                    total_steps=total_steps, loss=c.loss, ema=c.ema,
+                    accum_steps=c.optim.accum_steps)
 
 
 def schedule(c: ml_collections.ConfigDict, num_examples: int | None) -> optim.Schedule:
@@ -60,21 +141,14 @@ def schedule(c: ml_collections.ConfigDict, num_examples: int | None) -> optim.Sc
                         total_steps=c.total_steps)
 
 
-def input_config(c: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """The pipeline's config: sources with `demo` expanded, image size taken from the model."""
-  from vicmae_jax import data
+def input_config(c: ml_collections.ConfigDict, workdir: str) -> InputConfig:
+  """The pipeline's typed settings: image size from the model, the demo media (made on first
+  use by the pipeline) under WORKDIR/demo_data unless a `demo` source names a path."""
   cfg = c.input.to_dict()
   cfg["image_size"] = c.model.image_size
-  sources = []
-  for spec in cfg["sources"]:
-    if spec.get("kind") == "demo":
-      # Media the project makes itself: clips it encodes and photos scikit-image ships.
-      root = spec.get("path") or os.path.join(workdir, "demo_data")
-      sources += data.demo_config(root, image_size=c.model.image_size)["sources"]
-    else:
-      sources.append(spec)
-  cfg["sources"] = sources
-  return cfg
+  cfg["sources"] = [dict(s, path=s.get("path") or os.path.join(workdir, "demo_data"))
+                    if s.get("kind") == "demo" else s for s in cfg["sources"]]
+  return InputConfig.of(cfg)
 
 
 def _missing_data(c: ml_collections.ConfigDict) -> list[str]:
@@ -125,6 +199,11 @@ def validate(c: ml_collections.ConfigDict, device_count: int, process_count: int
     problems.append(f"mesh data={data} x fsdp={fsdp} != {device_count} devices")
   if model is not None and model.bn_group_size and (c.batch_size // max(accum, 1)) % model.bn_group_size:
     problems.append(f"model.bn_group_size {model.bn_group_size} does not divide the micro-batch")
+  if model is not None:
+    try:  # every key known, every typed section valid (pair sampling, ...)
+      pretrain_config(c, "")
+    except (ValueError, TypeError) as e:
+      problems.append(str(e))
   if c.mode != "pretrain":
     problems.append(f"mode {c.mode!r} is not a pretraining mode")
   if check_data and not c.synthetic_data and not c.input.sources:

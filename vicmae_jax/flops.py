@@ -1,4 +1,5 @@
-"""Analytic FLOP model of a ViC-MAE step (PERF.md conventions: FLOP = 2 x MAC, train = 3 x fwd).
+"""Analytic FLOP model of a ViC-MAE step (FLOP = 2 x MAC, train = 3 x fwd; the conventions are in
+docs/decisions.md#benchmark-conventions-and-goals).
 
 Used as a cross-check of XLA's cost analysis and for MFU where no compiled step is at hand.
 """
@@ -39,7 +40,7 @@ def train_flops_per_pair(cfg: ModelConfig) -> float:
   projector = mlp_head_fwd([cfg.width, cfg.projector_hidden, cfg.projector_hidden, cfg.projector_out])
   online_view = encoder_fwd(cfg, cfg.len_keep) + decoder_fwd(cfg) + projector
   total = 2 * 3 * online_view
-  if cfg.contrastive_mode == "ema_target":
+  if cfg.has_target_branch:
     predictor = mlp_head_fwd([cfg.projector_out, cfg.predictor_hidden, cfg.projector_out])
     visible = cfg.num_patches if cfg.target_sees_full_view else cfg.len_keep
     total += 2 * (3 * predictor + encoder_fwd(cfg, visible) + projector)

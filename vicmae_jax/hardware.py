@@ -1,10 +1,13 @@
 """What a step is built for: the target platform and the facts of its chips.
 
-The one place for hardware decisions. Model code asks `target_platform()` which backend the
-program being traced will run on; the trainers and `compile_check` set it from the devices of the
-mesh the step is compiled for (`building_for(mesh)`), so a TPU program compiled from a CPU process
-gets the TPU choices. Outside any such scope (a model called directly, a notebook) the process's
-default backend is the answer, which is right whenever the program runs where it is traced.
+The one place that says which platform a program is built for; the per-platform choices
+themselves sit where they apply (`models/linear.cpu_layout_vjps`, `models/attention.py`,
+`ViCMAE._heads` in `models/vicmae.py`). Model code asks `target_platform()` (or `is_cpu()`)
+which backend the program being traced will run on; the trainers and `compile_check` set it from
+the devices of the mesh the step is compiled for (`building_for(mesh)`), so a TPU program
+compiled from a CPU process gets the TPU choices. Outside any such scope (a model called
+directly, a notebook) the process's default backend is the answer, which is right whenever the
+program runs where it is traced.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ViC-MAE losses as pure functions (SPEC.md 3, decisions D1 and D4).
+"""ViC-MAE losses as pure functions (docs/decisions.md#losses; decisions D1 and D4 there).
 
 All inputs are global arrays: under `jax.jit` with a batch sharded over a mesh, the similarity
 matrices below span every device, so negatives are the whole (micro-)batch with no gather code and
@@ -6,10 +6,24 @@ no per-device index bug.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 from vicmae_jax import masking
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+  """The objective's settings (`config.loss`); the released recipe's values by default."""
+
+  temperature: float = 0.1
+  weight_recon: float = 0.97
+  weight_contrast: float = 0.03
+  contrast_ramp_steps: int = 0        # steps of the contrastive weight's ramp (docs/decisions.md, D4)...
+  contrast_start_weight: float = 0.0  # ...from this value (0 steps: constant weight)
+  norm_pix: bool = True               # reconstruct per-patch normalised pixels
 
 
 def normalized_pixel_targets(images: jax.Array, patch: int, eps: float = 1e-6) -> jax.Array:
@@ -66,7 +80,8 @@ def info_nce(p: jax.Array, z: jax.Array, temperature: float) -> tuple[jax.Array,
 
 def contrastive_loss(online: jax.Array, target: jax.Array | None, mode: str,
                      temperature: float) -> tuple[jax.Array, jax.Array]:
-  """D1. `online`, `target`: [2, N, C] per view. Returns (loss, accuracy)."""
+  """The contrastive term of `mode` (docs/decisions.md, D1). `online`, `target`: [2, N, C] per
+  view. Returns (loss, accuracy)."""
   if mode == "shared_projector":
     return nt_xent(online[0], online[1], temperature)
   if target is None:
@@ -79,7 +94,8 @@ def contrastive_loss(online: jax.Array, target: jax.Array | None, mode: str,
 
 def contrastive_weight(step: jax.Array, weight: float, ramp_steps: int = 0,
                        start_weight: float = 0.0) -> jax.Array:
-  """D4: the contrastive weight, optionally ramped linearly from `start_weight` over `ramp_steps`."""
+  """The contrastive weight, optionally ramped linearly from `start_weight` over `ramp_steps`
+  (docs/decisions.md, D4)."""
   if ramp_steps <= 0:
     return jnp.asarray(weight, jnp.float32)
   frac = jnp.clip(jnp.asarray(step, jnp.float32) / ramp_steps, 0.0, 1.0)
@@ -87,9 +103,10 @@ def contrastive_weight(step: jax.Array, weight: float, ramp_steps: int = 0,
 
 
 def vicmae_loss(outputs, view1: jax.Array, view2: jax.Array, *, patch: int, mode: str,
-                temperature: float = 0.1, weight_recon: float = 0.97,
-                weight_contrast: jax.Array | float = 0.03,
-                norm_pix: bool = True) -> tuple[jax.Array, dict[str, jax.Array]]:
+                temperature: float = LossConfig.temperature,
+                weight_recon: float = LossConfig.weight_recon,
+                weight_contrast: jax.Array | float = LossConfig.weight_contrast,
+                norm_pix: bool = LossConfig.norm_pix) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Total = w_recon * recon + w_contrast * contrast; returns (total, metrics with every term).
 
   `outputs` is the model's `Outputs`; reconstruction targets are the views the encoder saw.

@@ -1,4 +1,5 @@
-"""Patchify and per-sample random masking: pure functions with static shapes (SPEC.md 2.2, 3.1)."""
+"""Patchify and per-sample random masking: pure functions with static shapes
+(docs/decisions.md#masking, #losses)."""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -32,6 +33,11 @@ class Masking(NamedTuple):
   ids_keep: jax.Array     # [N, len_keep] int32, indices of the visible patches
   ids_restore: jax.Array  # [N, L] int32, argsort of the shuffle (un-shuffles decoder tokens)
   mask: jax.Array         # [N, L] float32, 1 = removed, 0 = kept, in the original patch order
+
+
+def uniform_noise(rng: jax.Array, n: int, length: int) -> jax.Array:
+  """[n, length] U(0, 1) noise: `random_masking` of it masks each sample independently."""
+  return jax.random.uniform(rng, (n, length))
 
 
 def random_masking(noise: jax.Array, len_keep: int) -> Masking:

@@ -8,6 +8,21 @@ import optax
 
 
 @dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """Pretraining's AdamW and schedule (`config.optim`); the released recipe by default."""
+
+  base_lr: float = 1.5e-4     # lr = base_lr * global batch / 256
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.05
+  warmup_epochs: float = 40.0
+  min_lr: float = 0.0
+  grad_clip: float = 0.0      # global-norm clipping; 0: off
+  accum_steps: int = 1        # micro-batches per update (negatives come from each micro-batch)
+
+
+@dataclasses.dataclass(frozen=True)
 class Schedule:
   steps_per_epoch: int
   total_steps: int

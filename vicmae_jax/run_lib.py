@@ -22,19 +22,36 @@ import jax
 import ml_collections
 from etils import epath
 
-from vicmae_jax import checkpointing, logging_utils
+from vicmae_jax import checkpointing, logging_utils, typed_config
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig:
+  """`config.checkpoint` of every mode."""
+
+  every_steps: int = 1000
+  keep: int = 3              # newest checkpoints kept
+  async_save: bool = True    # write in the background while training goes on
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileConfig:
+  """`config.profile`: a TensorBoard trace of `num_steps` steps from `start_step` (0: none)."""
+
+  start_step: int = 10
+  num_steps: int = 0
 
 
 @dataclasses.dataclass
 class Run:
   """One training run's workdir, writers and checkpointer (every process holds one)."""
 
-  config: ml_collections.ConfigDict
   workdir: epath.Path
   ckpt: checkpointing.Checkpointer
   writer: Any                              # clu writer; process > 0 only logs
   jsonl: logging_utils.JsonlWriter | None  # process 0 only
-  config_dict: dict
+  config_dict: dict                        # saved with every checkpoint
+  log_every_steps: int                     # host-synchronising steps: stop requests are agreed here
 
   @property
   def lead(self) -> bool:
@@ -73,19 +90,22 @@ def step_of(state: Any) -> Any:
   return state["step"] if isinstance(state, Mapping) else state.step
 
 
-def open_run(config: ml_collections.ConfigDict, workdir: str) -> Run:
+def open_run(config: ml_collections.ConfigDict | Any, workdir: str) -> Run:
   """Creates the workdir, the checkpointer (SIGTERM requests a save and a clean stop) and the
-  writers of a run configured by `config.checkpoint` (every_steps, keep, async_save)."""
+  writers of a run; `config` (a ConfigDict or a typed config) gives `checkpoint` (a
+  CheckpointConfig mapping) and `log_every_steps`, and is saved with every checkpoint."""
   workdir = epath.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   checkpointing.quiet_orbax_logs()
-  c = config.checkpoint
+  c = typed_config.from_mapping(CheckpointConfig, config.checkpoint, "checkpoint")
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), every_steps=c.every_steps,
                                     keep=c.keep, async_save=c.async_save)
   ckpt.install_sigterm_handler()
   writer, jsonl = logging_utils.create_writers(str(workdir))
-  return Run(config=config, workdir=workdir, ckpt=ckpt, writer=writer, jsonl=jsonl,
-             config_dict=config.to_dict())
+  config_dict = (typed_config.to_dict(config) if dataclasses.is_dataclass(config)
+                 else config.to_dict())
+  return Run(workdir=workdir, ckpt=ckpt, writer=writer, jsonl=jsonl, config_dict=config_dict,
+             log_every_steps=int(config.log_every_steps))
 
 
 class Hook:
@@ -153,7 +173,7 @@ def train_loop(run: Run, state: Any, step: int, total: int,
   step (agreed every `config.log_every_steps`, the steps that already synchronise the hosts). The
   final state is always saved; the caller closes the run.
   """
-  sync_every = run.config.get("log_every_steps", 10) or 10
+  sync_every = max(run.log_every_steps, 1)
   stopped = False
   while step < total:
     t0 = time.perf_counter()

@@ -6,6 +6,7 @@ ones are replicated. Axes are `Auto` so XLA's partitioner propagates shardings t
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Sequence
 
@@ -16,6 +17,15 @@ from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp")
 BATCH_AXES = ("data", "fsdp")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  """`config.mesh`: devices on each axis (-1: the rest) and the FSDP size threshold."""
+
+  data: int = -1
+  fsdp: int = 1
+  fsdp_min_mb: float = 4.0   # parameters smaller than this stay replicated
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -70,6 +80,20 @@ def skeleton(tree, shardings):
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
                         shardings)
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=shardings), tree)
+
+
+def to_global(batch: dict, sharding) -> dict:
+  """Per-process numpy rows -> global jax.Arrays whose leading (batch) axis follows `sharding`
+  (None: the batch as it is, for unsharded use). Every input path ends here."""
+  if sharding is None:
+    return batch
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def local_rows(global_batch: int) -> slice:
+  """The rows of a global batch that this process loads (equal shares, in process order)."""
+  per = global_batch // jax.process_count()
+  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
 
 
 def tree_shardings(tree, mesh: Mesh, min_size_mb: float = 4.0):

@@ -23,10 +23,11 @@ from jax.experimental import multihost_utils
 
 from vicmae_jax import (config_lib, data, hardware, logging_utils, optim, run_lib, sharding,
                         visualize)
+from vicmae_jax.config_lib import PretrainConfig
 from vicmae_jax.data.random_batches import RandomBatchIterator
 from vicmae_jax.models import merge_model, per_view
-from vicmae_jax.train_state import (TrainState, abstract_train_state, init_train_state,
-                                    train_step)
+from vicmae_jax.train_state import TrainState, abstract_train_state, init_train_state
+from vicmae_jax.train_step import train_step
 
 _STEP_KEYS = ("view1", "view2", "is_video")
 
@@ -40,26 +41,24 @@ class TrainingDiverged(RuntimeError):
   """Too many consecutive non-finite updates; the last checkpoint holds the last good state."""
 
 
-def _make_iterator(config, workdir: str, batch_sharding):
+def _make_iterator(config: PretrainConfig, batch_sharding):
   if config.synthetic_data:
     epoch = (config.steps_per_epoch or 1) * config.batch_size
     return RandomBatchIterator(global_batch_size=config.batch_size,
                                image_size=config.model.image_size, seed=config.seed,
                                sharding=batch_sharding, process_index=jax.process_index(),
                                process_count=jax.process_count(), epoch_examples=epoch)
-  return data.make_pretrain_iterator(config_lib.input_config(config, workdir),
-                                     global_batch_size=config.batch_size, seed=config.seed,
-                                     sharding=batch_sharding)
+  return data.make_pretrain_iterator(config.input, global_batch_size=config.batch_size,
+                                     seed=config.seed, sharding=batch_sharding)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, sched: optim.Schedule):
+def make_optimizer(config: PretrainConfig, sched: optim.Schedule):
   """(optax transformation, lr schedule) of a pretraining config."""
-  peak_lr = optim.peak_learning_rate(config.optim.base_lr, config.batch_size)
-  lr_fn = optim.learning_rate_schedule(peak_lr, sched.total_steps, sched.warmup_steps,
-                                       config.optim.min_lr)
-  tx = optim.make_optimizer(lr_fn, b1=config.optim.b1, b2=config.optim.b2, eps=config.optim.eps,
-                            weight_decay=config.optim.weight_decay,
-                            grad_clip=config.optim.grad_clip)
+  o = config.optim
+  peak_lr = optim.peak_learning_rate(o.base_lr, config.batch_size)
+  lr_fn = optim.learning_rate_schedule(peak_lr, sched.total_steps, sched.warmup_steps, o.min_lr)
+  tx = optim.make_optimizer(lr_fn, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                            grad_clip=o.grad_clip)
   return tx, lr_fn
 
 
@@ -81,7 +80,7 @@ class CompiledStep:
   batch: dict[str, jax.ShapeDtypeStruct]
 
 
-def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDtypeStruct]:
+def batch_spec(config: PretrainConfig, mesh) -> dict[str, jax.ShapeDtypeStruct]:
   """The step's batch as the input pipeline delivers it (data/pipeline.py), sharded on `mesh`."""
   b, size = config.batch_size, config.model.image_size
   shard = sharding.batch_sharding(mesh)
@@ -90,13 +89,15 @@ def batch_spec(config: ml_collections.ConfigDict, mesh) -> dict[str, jax.ShapeDt
           "is_video": jax.ShapeDtypeStruct((b,), jnp.int32, sharding=shard)}
 
 
-def build_train_step(config: ml_collections.ConfigDict, model_cfg, sched: optim.Schedule,
+def build_train_step(config: PretrainConfig | ml_collections.ConfigDict, sched: optim.Schedule,
                      mesh) -> CompiledStep:
   """Optimizer, state skeleton and jitted step of a validated config: what `train_and_evaluate`
   runs and `compile_check` compiles for a named slice, from this one function."""
+  config = config_lib.as_pretrain_config(config)
   tx, lr_fn = make_optimizer(config, sched)
-  sc = config_lib.step_config(config, model_cfg, sched.total_steps)
-  graphdef, state, shardings = abstract_train_state(model_cfg, tx, mesh, config.mesh.fsdp_min_mb)
+  sc = config_lib.step_config(config, sched.total_steps)
+  graphdef, state, shardings = abstract_train_state(config.model, tx, mesh,
+                                                    config.mesh.fsdp_min_mb)
   batch = batch_spec(config, mesh)
   step = functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=lr_fn, sc=sc)
   fn = jax.jit(hardware.bind(step, mesh),
@@ -131,10 +132,12 @@ class _Log(run_lib.Hook):
   """Scalars every `log_every_steps`, at the end and whenever the kNN probe ran (with its
   results); stops a diverged run after saving its last good state."""
 
-  def __init__(self, run: run_lib.Run, total: int, it, throughput, knn=None):
+  def __init__(self, run: run_lib.Run, config: PretrainConfig, total: int, it, throughput,
+               knn=None):
     self.run, self.total, self.it, self.throughput, self.knn = run, total, it, throughput, knn
-    self.every = run.config.log_every_steps
-    self.knn_every = run.config.knn_eval.every_steps if knn else 0
+    self.every = config.log_every_steps
+    self.knn_every = config.knn_eval.every_steps if knn else 0
+    self.max_skipped = config.max_consecutive_skipped
 
   def after_step(self, step: int, state: TrainState, metrics) -> None:
     scalars = {}
@@ -149,7 +152,7 @@ class _Log(run_lib.Hook):
     # A collective: every process calls it at the same (log) step.
     scalars.update(logging_utils.aggregate_over_processes(getattr(self.it, "metrics", dict)()))
     self.run.write(step, scalars, logging_utils.progress_line(step, self.total, scalars))
-    if scalars["consecutive_skipped"] >= self.run.config.max_consecutive_skipped:
+    if scalars["consecutive_skipped"] >= self.max_skipped:
       # Skipped updates leave params untouched, so this checkpoint is the last good state.
       self.run.ckpt.save(step, state, self.it, self.run.config_dict, force=True)
       self.run.ckpt.wait()
@@ -160,7 +163,7 @@ class _Log(run_lib.Hook):
           f"optim.grad_clip, or use float32 before resuming.")
 
 
-def _images_hook(run: run_lib.Run, total: int, recon_fn, examples) -> run_lib.Hook:
+def _images_hook(run: run_lib.Run, every: int, total: int, recon_fn, examples) -> run_lib.Hook:
   """Original | masked | reconstruction of fixed examples, to TensorBoard and images/*.png."""
   def draw(step: int, state: TrainState, metrics) -> None:
     original, masked, recon = jax.device_get(
@@ -170,19 +173,20 @@ def _images_hook(run: run_lib.Run, total: int, recon_fn, examples) -> run_lib.Ho
       image = visualize.grid(original, masked, recon)
       run.writer.write_images(step, {"reconstruction": image[None]})
       visualize.save_png(image, run.workdir / "images" / f"reconstruction_{step:08d}.png")
-  return run_lib.Every(run.config.image_every_steps, total, draw)
+  return run_lib.Every(every, total, draw)
 
 
-def _knn_fn(config, model_cfg, mesh):
+def _knn_fn(config: PretrainConfig, mesh):
   """state -> in-loop kNN top-1/top-5 (%) of the online encoder's cls and mean-pooled
   features (labelled sources built once; every process takes part); None when it is off."""
   if not config.knn_eval.every_steps:
     return None
   from vicmae_jax.evaluation import data as eval_data, runners
   kc = config.knn_eval
-  spec = kc.data.to_dict()
+  spec = dict(kc.data)
   train_split, val_split = eval_data.build_source(spec, "train"), eval_data.build_source(spec, "val")
-  return lambda state: runners.knn_eval(state.params["encoder"], model_cfg, train_split, val_split,
+  return lambda state: runners.knn_eval(state.params["encoder"], config.model, train_split,
+                                        val_split,
                                         batch_size=kc.batch_size, mesh=mesh, k=kc.k,
                                         temperature=kc.temperature)
 
@@ -190,27 +194,28 @@ def _knn_fn(config, model_cfg, mesh):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   """Pretrains (resuming from `workdir` if it holds checkpoints); returns the final state."""
   logging.info("=== config")
-  model_cfg = config_lib.validate(config, jax.device_count(), jax.process_count())
-  logging.info("model %s: %s", model_cfg.variant, model_cfg)
+  config_lib.validate(config, jax.device_count(), jax.process_count())
+  run = run_lib.open_run(config, workdir)  # saves the config as written with each checkpoint
+  cfg = config_lib.pretrain_config(config, str(run.workdir))
+  logging.info("model %s: %s", cfg.model.variant, cfg.model)
 
   logging.info("=== mesh")
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
   logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
                jax.process_count())
 
   logging.info("=== data")
-  run = run_lib.open_run(config, workdir)
-  it = _make_iterator(config, str(run.workdir), sharding.batch_sharding(mesh))
-  knn = _knn_fn(config, model_cfg, mesh)
-  sched = config_lib.schedule(config, getattr(it, "num_examples", None))
+  it = _make_iterator(cfg, sharding.batch_sharding(mesh))
+  knn = _knn_fn(cfg, mesh)
+  sched = config_lib.schedule(cfg, getattr(it, "num_examples", None))
   logging.info("%d examples per epoch -> %d steps/epoch, %d steps, %d warm-up",
                getattr(it, "num_examples", 0), sched.steps_per_epoch, sched.total_steps,
                sched.warmup_steps)
 
   logging.info("=== optimizer, state and checkpoint")
-  built = build_train_step(config, model_cfg, sched, mesh)
+  built = build_train_step(cfg, sched, mesh)
   state, first_step = run.restore_or_init(
-      built.state, lambda: init_train_state(model_cfg, built.tx, config.seed, mesh,
+      built.state, lambda: init_train_state(cfg.model, built.tx, cfg.seed, mesh,
                                             built.state_shardings), it)
   if run.lead:
     logging_utils.log_parameter_overview(state.params)
@@ -221,20 +226,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   t0 = time.perf_counter()
   compiled = built.fn.lower(state, _step_batch(batch)).compile()
   flops = logging_utils.compiled_flops(compiled)
-  peak, peak_source = logging_utils.device_peak_flops(mesh, model_cfg.dtype)
+  peak, peak_source = logging_utils.device_peak_flops(mesh, cfg.model.dtype)
   logging.info("compiled the train step in %.1f s; %.3g FLOPs per device per step (XLA); "
                "peak %.3g FLOP/s (%s)", time.perf_counter() - t0, flops or float("nan"), peak,
                peak_source)
 
   logging.info("=== train")
-  throughput = logging_utils.Throughput(sched.total_steps, config.batch_size, flops, peak,
+  throughput = logging_utils.Throughput(sched.total_steps, cfg.batch_size, flops, peak,
                                         jax.device_count())
-  recon_fn = _reconstruction_fn(built.graphdef, model_cfg, config.loss.norm_pix, mesh)
-  hooks = [run_lib.Profile(run.workdir / "profile", config.profile.start_step,
-                           config.profile.num_steps),
-           _Log(run, sched.total_steps, it, throughput, knn),
-           _images_hook(run, sched.total_steps, recon_fn,
-                        _fixed_examples(batch, config.num_image_examples))]
+  recon_fn = _reconstruction_fn(built.graphdef, cfg.model, cfg.loss.norm_pix, mesh)
+  hooks = [run_lib.Profile(run.workdir / "profile", cfg.profile.start_step,
+                           cfg.profile.num_steps),
+           _Log(run, cfg, sched.total_steps, it, throughput, knn),
+           _images_hook(run, cfg.image_every_steps, sched.total_steps, recon_fn,
+                        _fixed_examples(batch, cfg.num_image_examples))]
   end = run_lib.train_loop(run, state, first_step, sched.total_steps,
                            lambda s, b: compiled(s, _step_batch(b)), itertools.chain([batch], it),
                            hooks, it, throughput=throughput)

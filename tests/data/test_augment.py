@@ -1,4 +1,4 @@
-"""Two-view augmentations (SPEC 5.2): shapes, determinism, and the semantics of each op."""
+"""Two-view augmentations (docs/data.md section 5): shapes, determinism, semantics of each op."""
 import dataclasses
 
 import numpy as np

@@ -9,7 +9,7 @@ from configs import common
 from vicmae_jax import config_lib, params_io, sharding, train
 from vicmae_jax.convert import export_state_dict, save_safetensors
 from vicmae_jax.evaluation import init as init_lib, runners, toy
-from vicmae_jax.evaluation.classifier import Classifier
+from vicmae_jax.models.classifier import Classifier
 from vicmae_jax.evaluation.data import ArraySource
 from vicmae_jax.models import ViCMAE, model_config
 

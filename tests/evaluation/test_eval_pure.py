@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from vicmae_jax.evaluation import augment, knn, layer_decay, metrics
-from vicmae_jax.evaluation.classifier import Classifier
+from vicmae_jax.models.classifier import Classifier
 from vicmae_jax.evaluation.data import ArraySource, eval_iterator
 from vicmae_jax.models import layers, model_config
 

@@ -1,4 +1,5 @@
-"""The one table that maps our parameter paths to PyTorch state-dict keys (SPEC.md 2.7).
+"""The one table that maps our parameter paths to PyTorch state-dict keys
+(docs/decisions.md#pytorch-checkpoint-layout).
 
 Layouts:
   * `timm`: the released ViC-MAE / MAE checkpoints and timm's ViT (`blocks.{i}.attn.qkv`, ...).

@@ -5,7 +5,7 @@ The trainer needs only `make_pretrain_iterator`, `data_metrics` and, for the dem
 from vicmae_jax.data.badinput import BadInput, TooManyBadInputs
 from vicmae_jax.data.index import IndexFormatError
 from vicmae_jax.data.pipeline import (DEFAULTS, PretrainIterator, data_metrics, demo_config,
-                                      make_pretrain_iterator, to_global)
+                                      make_pretrain_iterator)
 
 __all__ = ['BadInput', 'DEFAULTS', 'IndexFormatError', 'PretrainIterator', 'TooManyBadInputs',
-           'data_metrics', 'demo_config', 'make_pretrain_iterator', 'to_global']
+           'data_metrics', 'demo_config', 'make_pretrain_iterator']

@@ -1,11 +1,13 @@
-"""Two-view augmentations of SPEC 5.2, as pure functions of (frames, numpy Generator).
+"""The released code's two-view augmentations (docs/data.md section 5), as pure functions of
+(frames, numpy Generator).
 
 View 1: random resized crop, flip, colour jitter (p 0.8), grayscale (p 0.2), Gaussian blur (p 1).
 View 2: the same but solarisation (p 0.2) instead of blur. Both normalised with ImageNet statistics.
-`spatial_only` (SPEC D7, for frames) keeps only a crop of scale 0.5-1 and the flip.
+`spatial_only` (docs/decisions.md, D7; for frames) keeps only a crop of scale 0.5-1 and the flip.
 
-Documented deviation (SPEC A11): the released code draws one blur sigma per GPU batch; here each
-image draws its own, because examples are produced one at a time in data workers.
+Documented deviation (docs/decisions.md#known-deviations-from-the-released-code): the released
+code draws one blur sigma per GPU batch; here each image draws its own, because examples are
+produced one at a time in data workers.
 """
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class AugmentConfig:
   blur_sigma: tuple[float, float] = (0.1, 2.0)
   blur_kernel: tuple[int, int] = (5, 9)  # (x, y) as torchvision GaussianBlur(kernel_size=(5, 9))
   solarize_p: float = 0.2  # view 2 only
-  spatial_only: bool = False  # SPEC D7 `video_spatial_only`: crop 0.5-1 + flip, nothing else
+  spatial_only: bool = False  # `video_spatial_only` (docs/decisions.md, D7): crop 0.5-1 + flip only
   spatial_only_scale: tuple[float, float] = (0.5, 1.0)
   uint8_output: bool = False  # un-normalised uint8 views; normalise on device with `normalize`
 

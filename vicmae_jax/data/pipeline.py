@@ -12,7 +12,8 @@ Batch contract, per process (B = global_batch_size / process_count):
     is_video      int32 [B]  1 = two frames of one video, 0 = two views of one image
     source        int32 [B]  index of the source in config.sources
 
-Config keys (a dict or ml_collections.ConfigDict; defaults in DEFAULTS):
+Config keys (a dict, a ConfigDict or a data.config.InputConfig, where the defaults live; unknown
+keys are errors):
     sources: list of {kind, path, weight, name, root, split, data_dir, labels, on_missing}
       kind: 'kinetics_csv' (path = CSV, root = videos), 'video_csv' (path,label CSV), 'ssv2'
             (path = train JSON, root = webm folder, labels = labels.json), 'mit' / 'video_folder'
@@ -23,7 +24,7 @@ Config keys (a dict or ml_collections.ConfigDict; defaults in DEFAULTS):
     image_size: output side (224)
     pair_sampling: {mode: distant | fixed_gap | random_gap, gap, gap_max, unit: frames | seconds}
     repeated_sampling: k pairs (or image view pairs) per decoded clip/image; divides the batch
-    video_spatial_only: frames get crop 0.5-1 + flip only (SPEC D7)
+    video_spatial_only: frames get crop 0.5-1 + flip only (docs/decisions.md, D7)
     uint8_output: views as uint8 0-255 (normalise on device with augment.normalize)
     num_workers: mp_prefetch processes (0 = in-process); read_threads: threads per worker;
     worker_buffer_size: batches buffered per worker (2)
@@ -47,21 +48,15 @@ from typing import Any
 import grain
 import numpy as np
 
-from vicmae_jax.data import augment, badinput, sources as sources_lib, video
+from vicmae_jax import typed_config
+from vicmae_jax.data import augment, badinput, sources as sources_lib
+from vicmae_jax.data.config import InputConfig
+from vicmae_jax.sharding import to_global
 
-DEFAULTS: dict[str, Any] = dict(
-    image_size=224, pair_sampling=dict(mode='distant', gap=32, gap_max=64, unit='frames'),
-    repeated_sampling=1, video_spatial_only=False, uint8_output=False, num_workers=0,
-    read_threads=2, worker_buffer_size=2, decode_threads=1, max_side=1024, reseek_s=5.0,
-    bad_input_max_fraction=0.01, bad_input_min_examples=500, bad_input_max_retries=5,
-    device_prefetch=2)
+# Every key with its default, as plain values (the defaults themselves live in InputConfig).
+DEFAULTS: dict[str, Any] = typed_config.to_dict(InputConfig())
 
 _BOOKKEEPING = ('_bad_kinds', '_bad_refs', '_unit_source', '_record')
-
-
-def _get(config: Any, key: str) -> Any:
-  value = config.get(key, None) if hasattr(config, 'get') else getattr(config, key, None)
-  return DEFAULTS[key] if value is None else value
 
 
 def _plain(obj: Any) -> Any:
@@ -120,13 +115,17 @@ def _ensure_absl_flags_parsed() -> None:
 
 def build_sources(config: Any) -> tuple[list[sources_lib.PairSource], list[str], list[float]]:
   """Creates (and validates) every source; returns them with their names and mixing weights."""
-  sampling = video.PairSampling(**_plain(_get(config, 'pair_sampling')))
+  config = InputConfig.of(config)
   srcs, names, weights = [], [], []
-  for n, spec in enumerate(config['sources'] if isinstance(config, dict) else config.sources):
-    spec = _plain(spec)
-    src = sources_lib.build_source(spec, sampling=sampling, threads=_get(config, 'decode_threads'),
-                                   max_side=_get(config, 'max_side'),
-                                   reseek_s=_get(config, 'reseek_s'))
+  specs = []
+  for spec in map(_plain, config.sources):
+    # `demo`: media the project makes itself (clips it encodes, photos scikit-image ships),
+    # written under the spec's path on first use.
+    specs += demo_sources(spec['path']) if spec.get('kind') == 'demo' else [spec]
+  for n, spec in enumerate(specs):
+    src = sources_lib.build_source(spec, sampling=config.pair_sampling,
+                                   threads=config.decode_threads, max_side=config.max_side,
+                                   reseek_s=config.reseek_s)
     srcs.append(src)
     names.append(spec.get('name') or f'{n}_{spec["kind"]}')
     weights.append(float(spec['weight']) if spec.get('weight') is not None else float(len(src)))
@@ -173,7 +172,8 @@ class ProcessBlocks(grain.MapDataset):
 def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: Sequence[float], *,
                  global_batch_size: int, seed: int, process_index: int, process_count: int):
   """The Grain IterDataset of per-process batches (bookkeeping fields included)."""
-  k = int(_get(config, 'repeated_sampling'))
+  config = InputConfig.of(config)
+  k = config.repeated_sampling
   if global_batch_size % process_count:
     raise ValueError(f'global batch {global_batch_size} is not divisible by {process_count} processes')
   local = global_batch_size // process_count
@@ -184,31 +184,24 @@ def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: S
     ds = grain.MapDataset.range(len(src)).shuffle(seed=(seed * 1_000_003 + 7919 * (i + 1)) % 2**32)
     parts.append(ds.repeat().map(lambda r, i=i: (i, r)))
   mixed = parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, list(weights))
-  image_aug = augment.AugmentConfig(size=int(_get(config, 'image_size')),
-                                    uint8_output=bool(_get(config, 'uint8_output')))
+  image_aug = augment.AugmentConfig(size=config.image_size, uint8_output=config.uint8_output)
   video_aug = augment.AugmentConfig(size=image_aug.size, uint8_output=image_aug.uint8_output,
-                                    spatial_only=bool(_get(config, 'video_spatial_only')))
-  loader = LoadAndAugment(srcs, image_aug, video_aug, k, int(_get(config, 'bad_input_max_retries')))
+                                    spatial_only=config.video_spatial_only)
+  loader = LoadAndAugment(srcs, image_aug, video_aug, k, config.bad_input_max_retries)
   # The per-index RNG is drawn before the process split, so every example's randomness is a
   # function of its global index only (the same across process counts and worker counts).
   ds = ProcessBlocks(mixed.random_map(loader, seed=seed % 2**32), local // k, process_index,
                      process_count)
-  threads = int(_get(config, 'read_threads'))
+  threads = config.read_threads
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=threads,
                                             prefetch_buffer_size=max(4 * threads, 2)))
   it = it.batch(local // k, drop_remainder=True).map(_flatten_repeats)
-  workers = int(_get(config, 'num_workers'))
+  workers = config.num_workers
   if workers > 0:
     _ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=workers, per_worker_buffer_size=int(_get(config, 'worker_buffer_size'))))
+        num_workers=workers, per_worker_buffer_size=config.worker_buffer_size))
   return it
-
-
-def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, Any]:
-  """Per-process numpy batch -> global jax.Arrays whose leading (batch) axis follows `sharding`."""
-  import jax
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
 
 
 class PretrainIterator(grain.DatasetIterator):
@@ -331,13 +324,14 @@ def make_pretrain_iterator(config: Any, *, global_batch_size: int, seed: int,
   if process_index is None or process_count is None:
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
+  config = InputConfig.of(config)
   srcs, names, weights = build_sources(config)
   ds = make_dataset(config, srcs, weights, global_batch_size=global_batch_size, seed=seed,
                     process_index=process_index, process_count=process_count)
   monitor = badinput.BadInputMonitor(lambda s, i: srcs[s].describe(i), names,
-                                     max_fraction=float(_get(config, 'bad_input_max_fraction')),
-                                     min_attempts=int(_get(config, 'bad_input_min_examples')))
-  it = PretrainIterator(ds, monitor, sharding, int(_get(config, 'device_prefetch')))
+                                     max_fraction=config.bad_input_max_fraction,
+                                     min_attempts=config.bad_input_min_examples)
+  it = PretrainIterator(ds, monitor, sharding, config.device_prefetch)
   # One epoch = one pass over every source once (the trainer derives steps per epoch from it).
   it.num_examples = sum(len(s) for s in srcs)
   it.source_names = list(names)
@@ -349,11 +343,16 @@ def data_metrics(iterator: PretrainIterator) -> dict[str, float]:
   return iterator.metrics()
 
 
-def demo_config(root: str, *, image_size: int = 224) -> dict[str, Any]:
-  """A fully local config: synthetic H.264 clips plus scikit-image sample photos (no download)."""
+def demo_sources(root: str) -> list[dict[str, Any]]:
+  """Source specs of the demo media under `root` (written there first if missing): synthetic
+  H.264 clips plus scikit-image sample photos, no download."""
   from vicmae_jax.data import synthetic
   paths = synthetic.write_demo_data(root)
-  return dict(
-      sources=[dict(kind='video_folder', path=paths['videos'], weight=1.0, name='demo_videos'),
-               dict(kind='image_folder', path=paths['images'], weight=1.0, name='demo_images')],
-      image_size=image_size, num_workers=0, read_threads=1, bad_input_min_examples=50)
+  return [dict(kind='video_folder', path=paths['videos'], weight=1.0, name='demo_videos'),
+          dict(kind='image_folder', path=paths['images'], weight=1.0, name='demo_images')]
+
+
+def demo_config(root: str, *, image_size: int = 224) -> dict[str, Any]:
+  """A fully local config of the demo media (see `demo_sources`)."""
+  return dict(sources=demo_sources(root), image_size=image_size, num_workers=0, read_threads=1,
+              bad_input_min_examples=50)

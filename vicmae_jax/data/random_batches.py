@@ -10,7 +10,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from vicmae_jax.data.pipeline import to_global
+from vicmae_jax.sharding import to_global
 
 
 class _MakeBatch(grain.transforms.Map):
@@ -42,7 +42,7 @@ class RandomBatchIterator(grain.DatasetIterator):
 
   def __next__(self) -> dict[str, Any]:
     batch = next(self._inner)
-    return to_global(batch, self._sharding) if self._sharding is not None else batch
+    return to_global(batch, self._sharding)
 
   def get_state(self) -> dict[str, Any]:
     return self._inner.get_state()

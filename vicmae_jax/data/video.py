@@ -1,4 +1,5 @@
-"""PyAV decoding of a few frames at given times, and frame-pair time sampling (SPEC D6, D14).
+"""PyAV decoding of a few frames at given times, and frame-pair time sampling (docs/decisions.md,
+D6 and D14).
 
 Decoding never walks a whole clip to take two frames:
   * targets are presentation times, looked up through pts * time_base, so variable frame rate is
@@ -23,32 +24,10 @@ import av
 import numpy as np
 
 from vicmae_jax.data.badinput import BadInput
+from vicmae_jax.data.config import PairSampling
 
 # Corrupt files are handled and counted; FFmpeg log spam about them is not useful.
 av.logging.set_level(av.logging.PANIC)
-
-
-@dataclasses.dataclass(frozen=True)
-class PairSampling:
-  """How the two frames of a pair are placed in time (SPEC D6).
-
-  mode: 'distant' (clip cut in two equal halves, one frame uniformly from each), 'fixed_gap'
-    (first frame uniform, second `gap` later) or 'random_gap' (gap uniform in [gap, gap_max]).
-  unit: 'frames' (converted with the stream's average frame rate; exact for constant rate) or
-    'seconds'. Gaps longer than the clip are clamped to it.
-  """
-  mode: str = 'distant'
-  gap: float = 32
-  gap_max: float = 64
-  unit: str = 'frames'
-
-  def __post_init__(self):
-    if self.mode not in ('distant', 'fixed_gap', 'random_gap'):
-      raise ValueError(f'unknown pair sampling mode {self.mode!r}')
-    if self.unit not in ('frames', 'seconds'):
-      raise ValueError(f'unknown gap unit {self.unit!r}')
-    if self.gap < 0 or (self.mode == 'random_gap' and self.gap_max < self.gap):
-      raise ValueError(f'bad gaps {self.gap}, {self.gap_max}')
 
 
 @dataclasses.dataclass(frozen=True)

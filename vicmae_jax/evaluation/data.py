@@ -23,6 +23,7 @@ import numpy as np
 
 from vicmae_jax.data import images as images_lib
 from vicmae_jax.evaluation import augment, metrics
+from vicmae_jax.sharding import local_rows, to_global
 
 
 class LabelledSource(Protocol):
@@ -115,18 +116,6 @@ def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
   raise ValueError(f"Unknown labelled source kind {kind!r} (image_folder or tfds).")
 
 
-def _local_rows(global_batch: int) -> slice:
-  """The rows of a global batch this process loads."""
-  per = global_batch // jax.process_count()
-  return slice(jax.process_index() * per, (jax.process_index() + 1) * per)
-
-
-def to_global(batch: dict[str, np.ndarray], sharding) -> dict[str, Any]:
-  if sharding is None:
-    return batch
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
 class TrainIterator:
   """Infinite augmented, mixed batches {'image', 'target', 'label'} with step-only state.
 
@@ -185,7 +174,7 @@ class TrainIterator:
 
   def __next__(self) -> dict[str, Any]:
     step = self.step
-    rows = _local_rows(self.batch)
+    rows = local_rows(self.batch)
     slots = slice(rows.start // self.repeats, rows.stop // self.repeats)
     idx = self.indices(step)[slots]
     jobs = [(step, slots.start + r, i) for r, i in enumerate(idx)]
@@ -222,7 +211,7 @@ def eval_iterator(source: LabelledSource, global_batch: int, *,
                   transform: Callable[[np.ndarray], np.ndarray], sharding=None, threads: int = 1):
   """ceil(N / B) batches {'image', 'label', 'mask', 'index'} covering every example once.
 
-  Each process decodes only its own rows of each global batch (`_local_rows`); rows past the
+  Each process decodes only its own rows of each global batch (`local_rows`); rows past the
   end of the split are zeros with mask 0, as `metrics.pad_batch` makes them.
   """
   pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
@@ -236,7 +225,7 @@ def eval_iterator(source: LabelledSource, global_batch: int, *,
             "label": np.array([y for _, y in items], np.int32),
             "index": np.asarray(idx, np.int64)}
 
-  rows, n = _local_rows(global_batch), len(source)
+  rows, n = local_rows(global_batch), len(source)
   template = None  # an empty batch of the right shapes, for a process with no real rows left
   try:
     for start in range(0, n, global_batch):

@@ -19,14 +19,14 @@ from jax.experimental import multihost_utils
 
 from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
-from vicmae_jax.evaluation.classifier import readout
+from vicmae_jax.models import pool
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.vit import ViTEncoder
 
 
 def _features(graphdef, state, images):
   tokens = nnx.merge(graphdef, state)(images)
-  return {"cls": readout(tokens, "cls"), "mean": readout(tokens, "mean")}
+  return {"cls": pool(tokens, "cls"), "mean": pool(tokens, "mean")}
 
 
 @functools.lru_cache(maxsize=16)

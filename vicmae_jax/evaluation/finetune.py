@@ -1,4 +1,4 @@
-"""Image and video classification fine-tuning: `finetune(config, workdir)` (SPEC.md 6.2, 6.3).
+"""Image and video classification fine-tuning: `finetune(config, workdir)` (docs/decisions.md#downstream-recipes).
 
 Images: the released recipe. Videos (`config.video.enabled`, MAE-ST recipe): the image encoder
 inflated to t = 2 tubelets with separable space-time positions and a dropout before the head
@@ -31,7 +31,7 @@ from vicmae_jax import config_lib, flops, hardware, logging_utils, optim, run_li
 from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_data
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import video as video_lib
-from vicmae_jax.evaluation.classifier import Classifier
+from vicmae_jax.models.classifier import Classifier
 from vicmae_jax.models.config import ModelConfig
 
 _ARCH_FIELDS = ("variant", "width", "depth", "heads", "mlp_dim", "patch")

@@ -11,10 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  x = x.astype(jnp.float32)
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+from vicmae_jax.losses import l2_normalize
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))

@@ -1,4 +1,5 @@
-"""Layer-wise learning-rate decay (BEiT / MAE `lr_decay.py`, SPEC.md 6.2 and 9 #13).
+"""Layer-wise learning-rate decay (BEiT / MAE `lr_decay.py`; the fine-tuning recipe in
+docs/evaluation.md, "Image fine-tuning recipe").
 
 Layer ids: cls_token, pos_embed(_spatial/_temporal/_class), patch_embed -> 0; blocks.i -> i + 1; everything else (final
 norm, fc_norm, head) -> depth + 1. Multiplier = decay ** (depth + 1 - id).

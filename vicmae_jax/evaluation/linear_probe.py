@@ -1,4 +1,4 @@
-"""Linear probe, MAE recipe (SPEC.md 6.4): frozen features -> BatchNorm(affine=False, eps 1e-6)
+"""Linear probe, MAE recipe (docs/decisions.md#downstream-recipes): frozen features -> BatchNorm(affine=False, eps 1e-6)
 -> Linear, trained with LARS (momentum 0.9, trust 0.001, no wd / no LARS scaling on <= 1-D),
 lr = blr * batch / 256, warm-up + cosine.
 

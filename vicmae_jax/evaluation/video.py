@@ -1,4 +1,5 @@
-"""Video classification building blocks (SPEC.md 6.3, MAE-ST fallback): tubelet inflation,
+"""Video classification building blocks (MAE-ST fallback recipe, docs/evaluation.md "Video
+fine-tuning"): tubelet inflation,
 separable space-time position embeddings, head dropout, clip / segment index sampling, spatial
 test crops and multi-view aggregation per video.
 
@@ -96,7 +97,7 @@ class VideoClassifier(nnx.Module):
     cls = (self.cls_token[...] + self.pos_embed_class[...]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
     x = layers.run_blocks(self.blocks, x, self.cfg.remat, self.drop_path_rate, rng,
-                          remat_policy=self.cfg.remat_policy)
+                          remat_policy=self.cfg.remat_policy, scan=self.cfg.scan_blocks)
     return self.fc_norm(jnp.mean(x[:, 1:].astype(jnp.float32), axis=1))
 
   def __call__(self, videos: jax.Array, rng: jax.Array | None = None) -> jax.Array:

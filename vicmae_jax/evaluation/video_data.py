@@ -35,7 +35,7 @@ from vicmae_jax.data import index as index_lib
 from vicmae_jax.data import video as video_io
 from vicmae_jax.data.badinput import BadInput
 from vicmae_jax.evaluation import augment, metrics, video
-from vicmae_jax.evaluation.data import _local_rows, to_global
+from vicmae_jax.sharding import local_rows as _local_rows, to_global
 
 Select = Callable[[int], np.ndarray]
 

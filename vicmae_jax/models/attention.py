@@ -2,12 +2,12 @@
 
 Autodiff of softmax(q k^T) v gives XLA batched products that contract a non-minor dimension
 (p^T do, ds^T q); XLA:CPU runs those as Eigen dots with transposed copies of the [T, T] operands,
-and the decoder's attention (T = 197, head_dim 32) took ~115 ms forward + backward at ViT-S/16
-8-pair shapes on 2 cores, ~2.7x torch's fused kernel. The VJP below writes every product as a
-canonical batched GEMM: only the [T, Dh] operands are transposed (behind optimisation barriers,
-so XLA cannot fold them back into the dot), and the softmax's row term uses sum(do * o): 5-20%
-faster at the decoder's shapes (the batched [T, T] products stay slow on XLA:CPU). Used on CPU
-only (`linear.cpu_layout_vjps`); elsewhere autodiff of the same forward.
+far slower than torch's fused CPU kernel at the decoder's shapes. The VJP below writes every
+product as a canonical batched GEMM: only the [T, Dh] operands are transposed (behind
+optimisation barriers, so XLA cannot fold them back into the dot), and the softmax's row term uses
+sum(do * o). That helps, but the batched [T, T] products stay slow on XLA:CPU (measurements:
+docs/scaling.md, section 7). Used on CPU only (`linear.cpu_layout_vjps`); elsewhere autodiff of
+the same forward.
 """
 from __future__ import annotations
 
@@ -23,9 +23,10 @@ def attention(qkv: jax.Array) -> jax.Array:
   """Softmax attention of a fused [N, T, 3, H, Dh] qkv -> [N, T, H, Dh].
 
   Logits scaled by Dh^-0.5, float32 softmax: the math of `jax.nn.dot_product_attention` (the
-  query is scaled before the product, as in flax's attention). On TPU this XLA formulation beats
-  both `jax.nn.dot_product_attention(implementation="xla")` (-24% roofline time at the decoder's
-  shapes) and what the compiler can see of the Pallas flash kernel (docs/scaling.md).
+  query is scaled before the product, as in flax's attention). On TPU the compiler's roofline
+  ranks this XLA formulation ahead of `jax.nn.dot_product_attention(implementation="xla")` at the
+  decoder's shapes, and the Pallas flash kernel cannot be judged from CPU (docs/scaling.md,
+  section 5).
   """
   return _attention(qkv) if cpu_layout_vjps() else _plain_attention(qkv)
 
@@ -47,9 +48,9 @@ def _probs_and_out(qs, k, v):
   """
   # Logits leave the product in the compute dtype on accelerators, as under the released code's
   # autocast; the softmax itself runs in float32. Writing and re-reading a bf16 [T, T] array
-  # instead of a float32 one cuts the compiler's roofline time of a TPU decoder block (T = 197)
-  # by 12% (docs/scaling.md). CPU programs keep float32 logits (their bf16 GEMMs accumulate and
-  # return float32 anyway, `linear.matmul`).
+  # instead of a float32 one shortens the compiler's roofline time of a TPU decoder block
+  # (T = 197; docs/scaling.md, section 5). CPU programs keep float32 logits (their bf16 GEMMs
+  # accumulate and return float32 anyway, `linear.matmul`).
   logits_dtype = jnp.promote_types(qs.dtype, jnp.float32) if cpu_layout_vjps() else qs.dtype
   logits = jnp.matmul(qs, rhs_transpose(k), preferred_element_type=logits_dtype)
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)

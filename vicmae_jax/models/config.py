@@ -29,7 +29,7 @@ class DecoderSpec:
   heads: int
 
 
-# Encoders as in the MAE / ViC-MAE constructors (SPEC.md 2.1); g/14 as timm's
+# Encoders as in the MAE / ViC-MAE constructors (docs/decisions.md#encoder); g/14 as timm's
 # vit_giant_patch14 (MLP 6144). "test" is a tiny model for unit tests.
 ENCODERS: dict[str, EncoderSpec] = {
     "test": EncoderSpec(width=32, depth=2, heads=2, mlp_dim=128, patch=4),
@@ -41,8 +41,8 @@ ENCODERS: dict[str, EncoderSpec] = {
     "g/14": EncoderSpec(width=1408, depth=40, heads=16, mlp_dim=6144, patch=14),
 }
 
-# MAE decoders (SPEC.md 2.3): S uses 256 x 8, the big encoders 512 x 8. Ti gets a small
-# 192 x 4 decoder (PERF.md's CPU test config).
+# MAE decoders (docs/decisions.md#decoder): S uses 256 x 8, the big encoders 512 x 8. Ti gets a small
+# 192 x 4 decoder (the model the CPU tests use).
 DECODERS: dict[str, DecoderSpec] = {
     "test": DecoderSpec(width=16, depth=1, heads=2),
     "Ti/16": DecoderSpec(width=192, depth=4, heads=6),
@@ -75,16 +75,16 @@ class ModelConfig:
   decoder_width: int | None = None
   decoder_depth: int | None = None
   decoder_heads: int | None = None
-  # Global representation and heads (SPEC.md 2.4-2.5).
+  # Global representation and heads (docs/decisions.md#global-representation-and-heads).
   pooling: Pooling = "mean"
   contrastive_mode: ContrastiveMode = "ema_target"
   projector_hidden: int = 4096
   projector_out: int = 128
   predictor_hidden: int = 4096
-  # None: BatchNorm statistics over the whole (micro-)batch of one view (D9); an int mimics the
+  # None: BatchNorm statistics over the whole (micro-)batch of one view (docs/decisions.md, D9); an int mimics the
   # released per-GPU BatchNorm by normalising groups of that many samples.
   bn_group_size: int | None = None
-  # D2: the target encoder sees the online branch's visible tokens unless this is True.
+  # docs/decisions.md, D2: the target encoder sees the online branch's visible tokens unless this is True.
   target_sees_full_view: bool = False
   # Numerics and memory.
   dtype: str = "float32"  # compute dtype of activations; params are always float32
@@ -93,6 +93,10 @@ class ModelConfig:
   # recomputes everything; "dots" also keeps the outputs of its weight matmuls (qkv, projection,
   # MLP) and recomputes the rest (norms, GELU, attention): less recompute, more memory.
   remat_policy: str = "full"
+  # Run the transformer blocks as one lax.scan over depth (same numbers, same parameter layout):
+  # trades compile time that no longer grows with depth for a per-step copy of the stacked
+  # block params (and their gradients).
+  scan_blocks: bool = False
   # None: models.attention.attention (XLA); else passed to jax.nn.dot_product_attention ("cudnn")
   attention_impl: str | None = None
   # Fine-tuning reuses the encoder with a trainable position embedding.
@@ -112,6 +116,13 @@ class ModelConfig:
         self, **{k: v for k, v in fill.items() if getattr(self, k) is None})
     out.validate()
     return out
+
+  @property
+  def has_target_branch(self) -> bool:
+    """What the contrastive mode decides about the model: `ema_target` adds a predictor and an
+    EMA target encoder + projector (InfoNCE against the target); `shared_projector` has neither
+    (NT-Xent between the two views' projections)."""
+    return self.contrastive_mode == "ema_target"
 
   def validate(self) -> None:
     """Raises ValueError on values that cannot build a model, before anything is compiled."""
@@ -146,7 +157,7 @@ class ModelConfig:
 
   @property
   def len_keep(self) -> int:
-    # int() truncation as in the released code (SPEC.md 2.2).
+    # int() truncation as in the released code (docs/decisions.md#masking).
     return int(self.num_patches * (1.0 - self.mask_ratio))
 
   @property

@@ -2,9 +2,10 @@
 
 Autodiff of the textbook LayerNorm keeps x, the mean and the variance, recomputes the normalised
 input in the backward pass and broadcasts the scale into a full-size temporary that XLA:CPU
-materialises (one per norm, ~270 ms of a 6 s ViT-S step on 2 cores). The closed-form gradient
-below keeps only the normalised input and the per-row inverse deviation, and every full-size
-operation fuses into two passes. Statistics are float32 whatever the input dtype.
+materialises, one per norm. The closed-form gradient below keeps only the normalised input and the
+per-row inverse deviation, and every full-size operation fuses into two passes; it is used on
+every platform (measurements: docs/scaling.md, sections 5 and 7). Statistics are float32 whatever
+the input dtype.
 """
 from __future__ import annotations
 

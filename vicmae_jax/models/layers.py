@@ -1,4 +1,4 @@
-"""Transformer and head building blocks in Flax NNX (timm/MAE semantics, SPEC.md 2.1, 2.5, 2.6).
+"""Transformer and head building blocks in Flax NNX (timm/MAE semantics, docs/decisions.md#encoder).
 
 Params are always float32; `dtype` is the compute dtype of activations. Softmax, norm statistics
 and BatchNorm run in float32 whatever `dtype` is.
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from vicmae_jax.models import attention, layernorm
@@ -121,18 +122,33 @@ class Block(nnx.Module):
                ) -> jax.Array:
     """`drop_rate` > 0 with an `rng`: stochastic depth on each residual branch (fine-tuning)."""
     if drop_rate > 0.0 and rng is not None:
-      k1, k2 = jax.random.split(rng)
-      x = x + drop_path(self.attn(self.norm1(x)), drop_rate, k1)
-      return x + drop_path(self.mlp(self.norm2(x)), drop_rate, k2)
+      keep = 1.0 - drop_rate
+      return self.with_drop_path(x, keep, 1.0 / keep, rng)
     x = x + self.attn(self.norm1(x))
     return x + self.mlp(self.norm2(x))
+
+  def with_drop_path(self, x: jax.Array, keep: float | jax.Array, scale: float | jax.Array,
+                     rng: jax.Array) -> jax.Array:
+    """The block with stochastic depth: branches kept with probability `keep`, survivors scaled
+    by `scale` (= 1 / keep). Python floats, or float32 scalars (traced when `run_blocks` scans
+    over blocks, where block 0's keep = scale = 1 is the identity)."""
+    k1, k2 = jax.random.split(rng)
+    x = x + _drop_branch(self.attn(self.norm1(x)), keep, scale, k1)
+    return x + _drop_branch(self.mlp(self.norm2(x)), keep, scale, k2)
 
 
 def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
   """timm DropPath: zero a whole residual branch per sample, scale survivors by 1 / keep."""
-  keep = 1.0 - rate
+  return _drop_branch(x, 1.0 - rate, 1.0 / (1.0 - rate), rng)
+
+
+def _drop_branch(x: jax.Array, keep: float | jax.Array, scale: float | jax.Array,
+                 rng: jax.Array) -> jax.Array:
   mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-  return jnp.where(mask, x / keep, 0).astype(x.dtype)
+  # A product with the reciprocal, not a division by keep: XLA rewrites a division by a constant
+  # into such a product, but not one by a traced keep; a product is the same op either way.
+  scale = scale if isinstance(scale, (int, float)) else scale.astype(x.dtype)
+  return jnp.where(mask, x * scale, 0).astype(x.dtype)
 
 
 def drop_path_rates(max_rate: float, depth: int) -> list[float]:
@@ -157,14 +173,19 @@ def _remat_policy(name: str):
 
 
 def run_blocks(blocks: nnx.List, x: jax.Array, remat: bool, drop_path_rate: float = 0.0,
-               rng: jax.Array | None = None, remat_policy: str = "full") -> jax.Array:
+               rng: jax.Array | None = None, remat_policy: str = "full",
+               scan: bool = False) -> jax.Array:
   """Applies blocks in order, optionally rematerialising each block's activations.
 
-  With `drop_path_rate` > 0 and an `rng`, block i drops its branches at the linear rate i.
+  With `drop_path_rate` > 0 and an `rng`, block i drops its branches at the linear rate i, with
+  the key `fold_in(rng, i)`. `scan=True` runs the same computation as one `lax.scan` over depth
+  (`ModelConfig.scan_blocks`): same numbers, one traced block instead of `len(blocks)`.
   """
   rates = drop_path_rates(drop_path_rate, len(blocks))
   use_dp = drop_path_rate > 0.0 and rng is not None
   policy = _remat_policy(remat_policy)
+  if scan and len(blocks) > 1:
+    return _scan_blocks(blocks, x, remat, policy, rates if use_dp else None, rng)
   for i, block in enumerate(blocks):
     key = jax.random.fold_in(rng, i) if use_dp else None
     rate = rates[i] if use_dp else 0.0
@@ -178,10 +199,67 @@ def run_blocks(blocks: nnx.List, x: jax.Array, remat: bool, drop_path_rate: floa
   return x
 
 
+def _stack(*leaves: jax.Array) -> jax.Array:
+  """jnp.stack as one concatenate and one reshape, so the traced program does not grow with the
+  number of blocks (jnp.stack adds a reshape per operand)."""
+  if leaves[0].ndim == 0:
+    return jnp.stack(leaves)
+  return jax.lax.concatenate(leaves, 0).reshape((len(leaves),) + leaves[0].shape)
+
+
+def _scan_blocks(blocks: nnx.List, x: jax.Array, remat: bool, policy,
+                 rates: list[float] | None, rng: jax.Array | None) -> jax.Array:
+  """`run_blocks` as a scan over depth: the blocks' states stacked along a new leading axis, one
+  block's slice merged back into a Block (graphdef shared) and applied per step.
+
+  The parameter layout stays a list of blocks; the stacking is a copy of the block parameters in
+  every step (and its transpose unstacks their gradients). Drop path: keep = 1 - rate (float32)
+  and scale = 1 / keep (in the branches' dtype), each rounded once from the Python float the loop
+  uses, and the keys `fold_in(rng, i)` are scanned inputs; block 0's rate is 0, where
+  keep = scale = 1 changes nothing, bit for bit.
+  """
+  graphdef, first = nnx.split(blocks[0])
+  states = [first]
+  for block in blocks[1:]:
+    g, state = nnx.split(block)
+    if g != graphdef:
+      raise ValueError("scan over blocks needs blocks of one structure; use scan_blocks=False.")
+    states.append(state)
+  stacked = jax.tree.map(_stack, *states)
+
+  def apply(state, h, key, keep, scale):
+    block = nnx.merge(graphdef, state)
+    return block(h) if key is None else block.with_drop_path(h, keep, scale, key)
+
+  if remat:
+    apply = jax.checkpoint(apply, policy=policy, prevent_cse=False)
+  if rates is None:
+    keys = keeps = scales = None
+  else:
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(len(blocks)))
+    keeps = jnp.asarray([1.0 - r for r in rates], jnp.float32)
+    # Rounded straight from float64 to the branches' dtype, as the loop's weak-typed Python
+    # floats are (via float32 would round bfloat16 twice).
+    branch = jax.eval_shape(lambda s, h: (b := nnx.merge(graphdef, s)).attn(b.norm1(h)), first, x)
+    scales = jnp.asarray(np.asarray([1.0 / (1.0 - r) for r in rates], branch.dtype))
+
+  # The residual stream keeps the dtype of the blocks' output (promoting the input, as the first
+  # block does: an exact cast), so the scan carry has one type.
+  out = jax.eval_shape(lambda s, h: nnx.merge(graphdef, s)(h), first, x)
+  x = x.astype(out.dtype)
+
+  def step(h, xs):
+    state, key, keep, scale = xs
+    return apply(state, h, key, keep, scale), None
+
+  x, _ = jax.lax.scan(step, x, (stacked, keys, keeps, scales))
+  return x
+
+
 class BatchNorm(nnx.Module):
   """BatchNorm over axis -2 of [..., N, C]; leading axes are independent groups.
 
-  Callers put one view, or one group of samples (D9), on each leading index. Statistics are
+  Callers put one view, or one group of samples (docs/decisions.md, D9), on each leading index. Statistics are
   float32. As torch's BatchNorm1d: normalise with the biased variance, track the unbiased one in
   the running average; `momentum` follows Flax's convention (0.9 == torch's 0.1).
   """

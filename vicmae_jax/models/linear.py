@@ -3,20 +3,18 @@
 XLA:CPU sends a dot to its fast GEMM library (YNNPACK) only when the left operand contracts its
 last dimension. The weight gradient x^T @ dy contracts dimension 0 of both operands, and XLA folds
 any transpose we write back into the dot's dimension numbers, so the weight gradient of every
-Dense runs as a slower Eigen dot beside a transposed copy of one operand (measured on a 2-core
-Zen 3: ~80 vs ~115-130 GFLOP/s). The custom VJP below materialises the transposed operand behind
-an optimisation barrier, so the product is a canonical [K, M] @ [M, N] GEMM, and transposes the
-smaller of x and dy. On GPU and TPU transposes are free inside the GEMM call, so `linear` is the
-plain product there and XLA derives the gradient itself.
+Dense runs as a slower Eigen dot beside a transposed copy of one operand. The custom VJP below
+materialises the transposed operand behind an optimisation barrier, so the product is a canonical
+[K, M] @ [M, N] GEMM, and transposes the smaller of x and dy. On GPU and TPU transposes are free
+inside the GEMM call, so `linear` is the plain product there and XLA derives the gradient itself.
 
 Low precision on CPU: XLA:CPU runs a bf16 x bf16 dot on its AMX / AVX-512-BF16 GEMM only when the
-dot's output is float32; with a bf16 output it converts and runs at fp32 speed or below (measured
-on a 2-core Sapphire-Rapids-class Xeon at ViT-S shapes: ~1,100-1,700 vs ~240 GFLOP/s). `matmul`
+dot's output is float32; with a bf16 output it converts and runs at fp32 speed or below. `matmul`
 asks for a float32 result and rounds it once, which is also the accumulation GPUs and TPUs use.
 XLA:CPU also decides whether a bf16 dot stays bf16 before it assigns layouts, from the operands'
 layouts as the program writes them, and a transposed operand is written as a column-major view:
-such a dot is upcast to fp32 (measured 2.3x slower on a Dense backward pass). `swap_last` gives
-low-precision transposes as row-major copies (a flat reshape behind an optimisation barrier).
+such a dot is upcast to fp32. `swap_last` gives low-precision transposes as row-major copies (a
+flat reshape behind an optimisation barrier). Measured effect of each: docs/scaling.md, section 7.
 """
 from __future__ import annotations
 
@@ -114,8 +112,8 @@ def column_sum(dy: jax.Array) -> jax.Array:
   """dy [M, N] summed over M, in float32 (the bias gradient).
 
   XLA:CPU hands a reduce to its fast library kernel only when the reduced array is not a convert;
-  otherwise it becomes a tree of reduce-windows (8 ms vs <1 ms for a bf16 [3152, 1024] at ViT-S
-  shapes). The barrier keeps the float32 copy a separate array.
+  otherwise it becomes a much slower tree of reduce-windows (docs/scaling.md, section 7). The
+  barrier keeps the float32 copy a separate array.
   """
   if not _low_precision(dy):
     return jnp.sum(dy, axis=0)

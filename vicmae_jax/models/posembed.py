@@ -1,4 +1,5 @@
-"""Fixed 2-D sin-cos position embeddings, built exactly as MAE builds them (SPEC.md 2.1).
+"""Fixed 2-D sin-cos position embeddings, built exactly as MAE builds them
+(docs/decisions.md#encoder).
 
 Pure numpy: the tables are constants, computed once at trace time and folded into the program.
 """

@@ -13,7 +13,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vicmae_jax import hardware, masking
-from vicmae_jax.ema import ema_update
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.layers import MLPHead
 from vicmae_jax.models.vit import MAEDecoder, ViTEncoder
@@ -57,15 +56,21 @@ def per_view(x: jax.Array) -> jax.Array:
 
 
 def pool(tokens: jax.Array, how: str) -> jax.Array:
-  """Global vector of [N, 1 + K, D] encoder tokens: mean/max over patch tokens, or the cls token."""
+  """[N, 1 + K, D] encoder tokens -> [N, D] float32 global vector: the cls token, or the mean or
+  max over the patch tokens (pretraining's pooling and the classifiers' readout alike)."""
   if how == "cls":
-    return tokens[:, 0]
+    return tokens[:, 0].astype(jnp.float32)
   patches = tokens[:, 1:].astype(jnp.float32)
-  return jnp.mean(patches, axis=1) if how == "mean" else jnp.max(patches, axis=1)
+  if how == "mean":
+    return jnp.mean(patches, axis=1)
+  if how == "max":
+    return jnp.max(patches, axis=1)
+  raise ValueError(f"pooling must be cls, mean or max, got {how!r}")
 
 
 def _grouped(x: jax.Array, group_size: int | None) -> jax.Array:
-  """[2, N, D] -> [2, N / g, g, D] so BatchNorm normalises groups of g samples (D9)."""
+  """[2, N, D] -> [2, N / g, g, D] so BatchNorm normalises groups of g samples
+  (docs/decisions.md, D9)."""
   if group_size is None:
     return x
   views, n, d = x.shape
@@ -84,7 +89,7 @@ class ViCMAE(nnx.Module):
     dtype = jnp.dtype(cfg.dtype)
     self.projector = MLPHead(cfg.width, cfg.projector_hidden, cfg.projector_out, hidden_layers=2,
                              dtype=dtype, rngs=rngs)
-    if cfg.contrastive_mode == "ema_target":
+    if cfg.has_target_branch:
       self.predictor = MLPHead(cfg.projector_out, cfg.predictor_hidden, cfg.projector_out,
                                hidden_layers=1, dtype=dtype, rngs=rngs)
       # The target starts as an exact copy of the online branch (BYOL / MoCo v3).
@@ -95,7 +100,7 @@ class ViCMAE(nnx.Module):
     shape = feats.shape
     # In a program built for CPU the heads compute in float32 whatever cfg.dtype is: they see one
     # row per image, and a bf16 GEMM there costs more in casting and transposing their 4096-wide
-    # weights each step than it saves (ViT-S bf16 step 1.41 -> 1.32 s). Accelerators keep
+    # weights each step than it saves (docs/scaling.md, section 7). Accelerators keep
     # cfg.dtype, as the released code's autocast does; their large batches make bf16 GEMMs pay.
     dtype = jnp.float32 if hardware.is_cpu() else None
     out = head(_grouped(feats, self.cfg.bn_group_size), train=train, dtype=dtype)
@@ -120,7 +125,7 @@ class ViCMAE(nnx.Module):
     if noise is None:
       if rng is None:
         raise ValueError("ViCMAE needs either `noise` or an `rng` to draw the masks.")
-      noise_all = jax.random.uniform(rng, (2 * n, cfg.num_patches))
+      noise_all = masking.uniform_noise(rng, 2 * n, cfg.num_patches)
     else:
       noise_all = interleave(noise[0], noise[1])
     m = masking.random_masking(noise_all, cfg.len_keep)
@@ -129,7 +134,7 @@ class ViCMAE(nnx.Module):
     feats = per_view(pool(latent, cfg.pooling))
     online = self._heads(self.projector, feats, train)
     target = None
-    if cfg.contrastive_mode == "ema_target":
+    if cfg.has_target_branch:
       online = self._heads(self.predictor, online, train)
       ids = None if cfg.target_sees_full_view else m.ids_keep
       t_latent = self.target.encoder(images, ids)
@@ -151,19 +156,6 @@ def merge_model(graphdef, params: nnx.State, target: nnx.State, rest: nnx.State)
   `jax.grad` of a jitted step).
   """
   return nnx.merge(graphdef, params, target, rest, copy=True)
-
-
-# The online parts the EMA target tracks; the predictor and decoder have no target copy.
-TRACKED_PARTS = ("encoder", "projector")
-
-
-def update_target(target_params: nnx.State, online_params: nnx.State,
-                  momentum: jax.Array | float) -> nnx.State:
-  """EMA step of every tracked part: target <- m * target + (1 - m) * online (D3)."""
-  new = jax.tree.map(lambda x: x, target_params)  # fresh containers, same leaves
-  for part in TRACKED_PARTS:
-    new["target"][part] = ema_update(target_params["target"][part], online_params[part], momentum)
-  return new
 
 
 def count_params(cfg: ModelConfig) -> int:

@@ -1,4 +1,4 @@
-"""ViT encoder that encodes only the visible patches, and the MAE decoder (SPEC.md 2.1-2.3)."""
+"""ViT encoder that encodes only the visible patches, and the MAE decoder (docs/decisions.md#encoder, #decoder)."""
 from __future__ import annotations
 
 import jax
@@ -79,7 +79,7 @@ class ViTEncoder(nnx.Module):
     cls = (self.cls_token[...] + pos[:1]).astype(x.dtype)
     x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
     x = layers.run_blocks(self.blocks, x, self.cfg.remat, drop_path_rate, drop_path_rng,
-                          remat_policy=self.cfg.remat_policy)
+                          remat_policy=self.cfg.remat_policy, scan=self.cfg.scan_blocks)
     return self.norm(x) if final_norm else x
 
 
@@ -109,5 +109,6 @@ class MAEDecoder(nnx.Module):
     tokens = masking.gather_tokens(jnp.concatenate([x[:, 1:], mask_tokens], axis=1), ids_restore)
     x = jnp.concatenate([x[:, :1], tokens], axis=1)
     x = x + jnp.asarray(sincos_2d(x.shape[-1], self.cfg.grid)).astype(x.dtype)
-    x = layers.run_blocks(self.blocks, x, self.cfg.remat, remat_policy=self.cfg.remat_policy)
+    x = layers.run_blocks(self.blocks, x, self.cfg.remat, remat_policy=self.cfg.remat_policy,
+                          scan=self.cfg.scan_blocks)
     return self.pred(self.norm(x))[:, 1:]

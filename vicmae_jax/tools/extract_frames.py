@@ -1,4 +1,5 @@
-r"""Offline converter: videos -> ArrayRecord shards of JPEG frames (the fast path of SPEC D14).
+r"""Offline converter: videos -> ArrayRecord shards of JPEG frames (the fast path of
+docs/decisions.md, D14).
 
 Each video becomes one record holding `--frames_per_video` frames at the centres of equal time
 segments (one forward decode per video), resized to `--short_side`, so every epoch can draw a fresh

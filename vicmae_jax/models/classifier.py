@@ -1,4 +1,4 @@
-"""The fine-tuning / probing classifier: a ViT encoder with a linear head (SPEC.md 6.2).
+"""The fine-tuning / probing classifier: a ViT encoder with a linear head (docs/evaluation.md).
 
 Readout "cls": the cls token after the encoder's final LayerNorm (the released recipe).
 Readout "mean": MAE's `global_pool=True` branch: the mean of the last block's patch tokens
@@ -14,6 +14,7 @@ from flax import nnx
 
 from vicmae_jax.models import layers
 from vicmae_jax.models.config import ModelConfig
+from vicmae_jax.models.vicmae import pool
 from vicmae_jax.models.vit import ViTEncoder
 
 HEAD_INIT_STD = 2e-5
@@ -22,15 +23,6 @@ HEAD_INIT_STD = 2e-5
 def classifier_model_config(cfg: ModelConfig) -> ModelConfig:
   """The encoder config for fine-tuning: trainable position table, no masking involved."""
   return dataclasses.replace(cfg, learned_pos_embed=True).resolve()
-
-
-def readout(tokens: jax.Array, how: str) -> jax.Array:
-  """[N, 1 + L, D] encoder tokens -> [N, D] features ("cls" or "mean" over patch tokens)."""
-  if how == "cls":
-    return tokens[:, 0].astype(jnp.float32)
-  if how == "mean":
-    return jnp.mean(tokens[:, 1:].astype(jnp.float32), axis=1)
-  raise ValueError(f"readout must be 'cls' or 'mean', got {how!r}")
 
 
 class Classifier(nnx.Module):
@@ -58,7 +50,7 @@ class Classifier(nnx.Module):
     mean = self.readout == "mean"
     tokens = self.encoder(images, drop_path_rate=self.drop_path_rate, drop_path_rng=rng,
                           final_norm=not mean)
-    feats = readout(tokens, self.readout)
+    feats = pool(tokens, self.readout)
     return self.fc_norm(feats) if mean else feats
 
   def __call__(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
