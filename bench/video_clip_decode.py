@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from vicmae_jax.data import index as index_lib  # noqa: E402
 from vicmae_jax.data import synthetic, video  # noqa: E402
-from vicmae_jax.evaluation import video_data  # noqa: E402
+from vicmae_jax.evaluation import video_data, video_sampling  # noqa: E402
 
 CLIPS = {"gop250": None, "gop30": 30}
 
@@ -73,20 +73,20 @@ def main() -> None:
 
     def naive_train() -> int:
       frames = video.load_all_frames_naive(path, None)
-      clip = np.stack([frames[j] for j in video_data.train_indices(len(frames), rng)])
+      clip = np.stack([frames[j] for j in video_sampling.train_indices(len(frames), rng)])
       return int(clip.shape[0] == 16)
 
     def seek_train() -> int:
-      clip, _ = train_source.read(0, lambda n: video_data.train_indices(n, rng))
+      clip, _ = train_source.read(0, lambda n: video_sampling.train_indices(n, rng))
       return int(clip.shape[0] == 16)
 
     def naive_test() -> int:
       frames = video.load_all_frames_naive(path, None)
-      views = np.stack([frames[j] for j in video_data.view_indices(len(frames)).reshape(-1)])
+      views = np.stack([frames[j] for j in video_sampling.view_indices(len(frames)).reshape(-1)])
       return int(views.shape[0] == 7 * 16)
 
     def seek_test() -> int:
-      views, _ = test_source.read(0, video_data.view_indices)
+      views, _ = test_source.read(0, video_sampling.view_indices)
       return int(views.shape[:2] == (7, 16))
 
     results = {}

@@ -199,7 +199,7 @@ def test_mean_readout_pools_before_the_final_norm_as_mae_global_pool():
 
 def test_weight_decay_mask_follows_timm():
   from vicmae_jax.evaluation import finetune
-  from vicmae_jax.evaluation.video import VideoClassifier
+  from vicmae_jax.models.video_classifier import VideoClassifier
   mask = finetune.weight_decay_mask(nnx.to_pure_dict(nnx.state(_classifier(2), nnx.Param)))
   enc = mask["encoder"]
   assert not enc["cls_token"] and not enc["pos_embed"] and not enc["norm"]["scale"]

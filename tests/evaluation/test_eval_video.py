@@ -5,7 +5,8 @@ import numpy as np
 from flax import nnx
 
 from vicmae_jax import masking
-from vicmae_jax.evaluation import video
+from vicmae_jax.evaluation import metrics, video_augment, video_sampling
+from vicmae_jax.models import video_classifier
 from vicmae_jax.models import ViTEncoder, model_config
 
 
@@ -13,17 +14,17 @@ def test_inflated_tubelet_embedding_equals_the_frame_embedding_on_a_static_clip(
   cfg = model_config("test", image_size=16)
   enc = ViTEncoder(cfg, rngs=nnx.Rngs(0))
   pure = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(enc, nnx.Param)))
-  model = video.VideoClassifier(cfg, 5, num_frames=4, tubelet=2, rngs=nnx.Rngs(1))
-  video.init_from_image_encoder(model, pure)
+  model = video_classifier.VideoClassifier(cfg, 5, num_frames=4, tubelet=2, rngs=nnx.Rngs(1))
+  video_classifier.init_from_image_encoder(model, pure)
   frame = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
   clip = jnp.repeat(frame[:, None], 4, axis=1)
-  tubelets = video.tubelet_patchify(clip, 2, cfg.patch)          # [2, 2 * 16, 2*4*4*3]
+  tubelets = video_classifier.tubelet_patchify(clip, 2, cfg.patch)          # [2, 2 * 16, 2*4*4*3]
   assert tubelets.shape == (2, 2 * cfg.num_patches, 2 * cfg.patch_dim)
   got = model.patch_embed(tubelets)[:, :cfg.num_patches]
   want = enc.patch_embed(masking.patchify(frame, cfg.patch))
   np.testing.assert_allclose(got, want, atol=1e-5)
   # Zero temporal table: both time slots carry the image's spatial table.
-  pos = video.separable_pos_embed(model.pos_embed_spatial[...][0],
+  pos = video_classifier.separable_pos_embed(model.pos_embed_spatial[...][0],
                                   model.pos_embed_temporal[...][0])
   np.testing.assert_allclose(pos[:cfg.num_patches], pos[cfg.num_patches:])
   assert model(clip).shape == (2, 5)
@@ -32,7 +33,7 @@ def test_inflated_tubelet_embedding_equals_the_frame_embedding_on_a_static_clip(
 
 def test_head_dropout_is_on_in_training_and_off_at_eval():
   cfg = model_config("test", image_size=16)
-  model = video.VideoClassifier(cfg, 7, num_frames=4, tubelet=2, head_dropout=0.3,
+  model = video_classifier.VideoClassifier(cfg, 7, num_frames=4, tubelet=2, head_dropout=0.3,
                                 rngs=nnx.Rngs(0))
   clip = jax.random.normal(jax.random.key(0), (2, 4, 16, 16, 3))
   features = model.features(clip)
@@ -42,11 +43,11 @@ def test_head_dropout_is_on_in_training_and_off_at_eval():
   a, b = model(clip, rng=jax.random.key(1)), model(clip, rng=jax.random.key(2))
   assert not np.allclose(a, evaluated) and not np.allclose(a, b)            # on in training
   np.testing.assert_array_equal(a, model(clip, rng=jax.random.key(1)))      # driven by the key
-  off = video.VideoClassifier(cfg, 7, num_frames=4, tubelet=2, head_dropout=0.0,
+  off = video_classifier.VideoClassifier(cfg, 7, num_frames=4, tubelet=2, head_dropout=0.0,
                               rngs=nnx.Rngs(0))
   np.testing.assert_array_equal(off(clip, rng=jax.random.key(1)), off(clip))
   # The dropout itself: ~30% zeros, survivors scaled by 1 / 0.7.
-  x = video.dropout(jnp.ones((20000,)), 0.3, jax.random.key(3))
+  x = video_classifier.dropout(jnp.ones((20000,)), 0.3, jax.random.key(3))
   assert abs(float(jnp.mean(x == 0)) - 0.3) < 0.02
   np.testing.assert_allclose(x[x > 0], 1 / 0.7, rtol=1e-6)
 
@@ -54,39 +55,39 @@ def test_head_dropout_is_on_in_training_and_off_at_eval():
 def test_separable_pos_embed_layout():
   spatial = jnp.arange(6.0).reshape(3, 2)
   temporal = jnp.array([[0.0, 0.0], [10.0, 10.0]])
-  pos = video.separable_pos_embed(spatial, temporal)
+  pos = video_classifier.separable_pos_embed(spatial, temporal)
   np.testing.assert_array_equal(pos[3:] - pos[:3], 10.0)
 
 
 def test_clip_and_segment_sampling():
-  idx = video.clip_indices(300, 16, 4, view=0, num_views=7)
+  idx = video_sampling.clip_indices(300, 16, 4, view=0, num_views=7)
   assert len(idx) == 16 and idx[0] == 0 and np.all(np.diff(idx) == 4)
-  last = video.clip_indices(300, 16, 4, view=6, num_views=7)
+  last = video_sampling.clip_indices(300, 16, 4, view=6, num_views=7)
   assert last[-1] == 299
-  starts = [video.clip_indices(300, 16, 4, view=v, num_views=7)[0] for v in range(7)]
+  starts = [video_sampling.clip_indices(300, 16, 4, view=v, num_views=7)[0] for v in range(7)]
   assert starts == sorted(starts) and len(set(starts)) == 7
-  short = video.clip_indices(20, 16, 4)
+  short = video_sampling.clip_indices(20, 16, 4)
   assert short.max() == 19                                       # repeats the last frame
-  rnd = video.clip_indices(300, 16, 4, rng=np.random.default_rng(0))
+  rnd = video_sampling.clip_indices(300, 16, 4, rng=np.random.default_rng(0))
   assert 0 <= rnd[0] <= 300 - 61
-  seg = video.segment_indices(48, 16)
+  seg = video_sampling.segment_indices(48, 16)
   np.testing.assert_array_equal(seg, np.arange(16) * 3 + 1)
-  seg_r = video.segment_indices(48, 16, rng=np.random.default_rng(0))
+  seg_r = video_sampling.segment_indices(48, 16, rng=np.random.default_rng(0))
   assert np.all((seg_r >= np.arange(16) * 3) & (seg_r < np.arange(16) * 3 + 3))
   # Two SSv2 test views: segment starts and segment middles (VideoMAE).
-  np.testing.assert_array_equal(video.segment_indices(64, 16, view=0, num_views=2),
+  np.testing.assert_array_equal(video_sampling.segment_indices(64, 16, view=0, num_views=2),
                                 np.arange(16) * 4)
-  np.testing.assert_array_equal(video.segment_indices(64, 16, view=1, num_views=2),
+  np.testing.assert_array_equal(video_sampling.segment_indices(64, 16, view=1, num_views=2),
                                 np.arange(16) * 4 + 2)
 
 
 def test_three_spatial_crops_cover_the_long_side():
   frames = np.zeros((2, 40, 80, 3), np.uint8)
   frames[:, :, :20] = 255                                        # bright left quarter
-  crops = video.spatial_crops(frames, 32, 3)
+  crops = video_augment.spatial_crops(frames, 32, 3)
   assert [c.shape for c in crops] == [(2, 32, 32, 3)] * 3
   assert crops[0].mean() > crops[1].mean() >= crops[2].mean()
-  assert video.num_test_views(3, 7) == 21
+  assert video_sampling.num_test_views(3, 7) == 21
 
 
 def test_multi_view_aggregation_per_video():
@@ -95,7 +96,7 @@ def test_multi_view_aggregation_per_video():
                      [0.0, 3.0], [0.0, 2.0], [0.0, 1.0],         # video 1, label 1
                      [5.0, 0.0]])                                # video 2, label 0, 1 view
   ids = np.array([0, 0, 0, 1, 1, 1, 2])
-  out = video.aggregate_views(logits, ids, {0: 1, 1: 1, 2: 0}, expected_views=3)
+  out = metrics.aggregate_views(logits, ids, {0: 1, 1: 1, 2: 0}, expected_views=3)
   assert out["video_top1"] == 100.0
   assert abs(out["clip_top1"] - 100.0 * 5 / 7) < 1e-9            # per clip: 5 of 7 right
   assert out["num_videos"] == 3 and out["num_views"] == 7

@@ -9,7 +9,7 @@ from vicmae_jax.data import index as index_lib
 from vicmae_jax.data import synthetic
 from vicmae_jax.data import video as video_io
 from vicmae_jax.evaluation import data as data_lib
-from vicmae_jax.evaluation import video_data
+from vicmae_jax.evaluation import video_augment, video_data, video_sampling
 
 # 150 frames at 30 fps (5 s), 64 x 48: every frame shows its index (synthetic.read_index).
 CODECS = {
@@ -46,12 +46,12 @@ def test_seek_decode_returns_the_frames_of_a_full_decode(videos, name):
   naive = np.stack(video_io.load_all_frames_naive(path))
   assert len(naive) == NUM_FRAMES
   src = _source([path])
-  selects = [lambda n, s=s: video_data.train_indices(n, np.random.default_rng(s))
+  selects = [lambda n, s=s: video_sampling.train_indices(n, np.random.default_rng(s))
              for s in range(4)]
-  selects.append(lambda n: video_data.train_indices(n, np.random.default_rng(9),
+  selects.append(lambda n: video_sampling.train_indices(n, np.random.default_rng(9),
                                                     sampling="segment"))
-  selects.append(lambda n: video_data.view_indices(n, temporal=7))           # K400 test union
-  selects.append(lambda n: video_data.view_indices(n, sampling="segment", temporal=2))
+  selects.append(lambda n: video_sampling.view_indices(n, temporal=7))           # K400 test union
+  selects.append(lambda n: video_sampling.view_indices(n, sampling="segment", temporal=2))
   for select in selects:
     frames, label = src.read(0, select)
     want = select(NUM_FRAMES)
@@ -67,7 +67,7 @@ def test_a_training_clip_decodes_only_its_span(tmp_path):
   synthetic.write_video(path, num_frames=300, fps=30, gop=30)
   src = _source([path])
   for seed in range(5):
-    frames, _ = src.read(0, lambda n: video_data.train_indices(n, np.random.default_rng(seed)))
+    frames, _ = src.read(0, lambda n: video_sampling.train_indices(n, np.random.default_rng(seed)))
     idx = _indices(frames)
     assert np.all(np.diff(idx) == 4) and len(idx) == 16
   # 16 x 4 spans 61 frames; with a keyframe every 30 at most ~90 of the 300 are decoded.
@@ -78,7 +78,7 @@ def test_missing_or_wrong_metadata_falls_back_to_a_counted_whole_decode(videos, 
                                                                         caplog):
   path = videos[0]
   naive = np.stack(video_io.load_all_frames_naive(path))
-  select = lambda n: video_data.view_indices(n, temporal=3)  # noqa: E731
+  select = lambda n: video_sampling.view_indices(n, temporal=3)  # noqa: E731
   src = _source([path])
   real_probe = video_io.probe
 
@@ -150,7 +150,7 @@ def test_clip_rand_augment_applies_one_draw_to_every_frame():
   clip = np.repeat(frame[None], 6, axis=0)
   changed = 0
   for seed in range(20):
-    out = video_data.clip_rand_augment(clip, np.random.default_rng(seed), num_ops=4,
+    out = video_augment.clip_rand_augment(clip, np.random.default_rng(seed), num_ops=4,
                                        magnitude=9.0, prob=1.0)
     assert out.shape == clip.shape and out.dtype == np.uint8
     assert all(np.array_equal(out[0], f) for f in out[1:]), seed             # static stays static
@@ -160,11 +160,11 @@ def test_clip_rand_augment_applies_one_draw_to_every_frame():
 
 def test_cube_erasing_uses_one_box_and_fresh_noise_per_frame():
   x = np.zeros((4, 32, 32, 3), np.float32)
-  out = video_data.clip_random_erasing(x, np.random.default_rng(0), prob=1.0)
+  out = video_augment.clip_random_erasing(x, np.random.default_rng(0), prob=1.0)
   erased = np.any(out != 0, axis=-1)
   assert erased.any() and all(np.array_equal(erased[0], e) for e in erased[1:])
   assert not np.array_equal(out[0], out[1])
-  assert video_data.clip_random_erasing(x, np.random.default_rng(0), prob=0.0) is x
+  assert video_augment.clip_random_erasing(x, np.random.default_rng(0), prob=0.0) is x
 
 
 def test_train_crops_sizes_and_jitter_range():
@@ -173,18 +173,18 @@ def test_train_crops_sizes_and_jitter_range():
   shorts = []
   for seed in range(10):
     rng = np.random.default_rng(seed)
-    assert video_data.random_resized_crop_clip(clip, rng, 224).shape == (3, 224, 224, 3)
-    crop = video_data.short_side_jitter_crop(clip, rng, 224, (256, 320))
+    assert video_augment.random_resized_crop_clip(clip, rng, 224).shape == (3, 224, 224, 3)
+    crop = video_augment.short_side_jitter_crop(clip, rng, 224, (256, 320))
     assert crop.shape == (3, 224, 224, 3)
     # The ramp's slope gives the resized width, hence the short side it was scaled to.
     slope = (float(crop[0, 0, -1, 0]) - float(crop[0, 0, 0, 0])) / 223
     shorts.append((255 / slope + 1) * 320 / 568)
   assert 250 <= min(shorts) and max(shorts) <= 326 and max(shorts) - min(shorts) > 15
-  assert video_data.jitter_scales_for(224) == (256, 320)
-  assert video_data.jitter_scales_for(16) == (18, 23)                       # tiny test models
+  assert video_augment.jitter_scales_for(224) == (256, 320)
+  assert video_augment.jitter_scales_for(16) == (18, 23)                       # tiny test models
   for crop in ("rrc", "jitter"):
-    out = video_data.augment_clip(clip, np.random.default_rng(0), size=16, crop=crop,
+    out = video_augment.augment_clip(clip, np.random.default_rng(0), size=16, crop=crop,
                                   jitter_scales=(18, 23), rand_augment_n=2, reprob=1.0)
     assert out.shape == (3, 16, 16, 3) and out.dtype == np.float32
   with pytest.raises(ValueError, match="unknown video train crop"):
-    video_data.augment_clip(clip, np.random.default_rng(0), size=16, crop="centre")
+    video_augment.augment_clip(clip, np.random.default_rng(0), size=16, crop="centre")

@@ -15,7 +15,7 @@ import pytest
 from flax import nnx
 
 from vicmae_jax import config_lib, losses, params_io
-from vicmae_jax.evaluation.video import VideoClassifier
+from vicmae_jax.models.video_classifier import VideoClassifier
 from vicmae_jax.models import ViCMAE, layers, merge_model, model_config, split_model
 from vicmae_jax.models.vit import MAEDecoder, ViTEncoder
 

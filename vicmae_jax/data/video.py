@@ -161,6 +161,91 @@ class _Cursor:
       self.i += 1
 
 
+class _ForwardDecoder:
+  """The decoder side of `decode_at_times`: the packets demuxed since the last seek, which of them
+  still wait for the decoder, and whether a frame can be skipped undecoded."""
+
+  def __init__(self, container: av.container.InputContainer, cursor: _Cursor, skip_nonref: bool):
+    self.container, self.cursor, self.skip_nonref = container, cursor, skip_nonref
+    self.stream = container.streams.video[0]
+    self.cc = self.stream.codec_context
+    self.seen: list[int] = []  # pts of every packet demuxed since the last seek, sorted
+    self.pending: list = []  # packets demuxed but not yet sent to the decoder
+    self.live = False  # whether the decoder holds state that later packets depend on
+    self.position = None  # dts of the last demuxed packet
+    self.counters = {'demuxed': 0, 'sent': 0, 'seeks': 0}
+
+  def feed(self, packet) -> None:
+    self.counters['sent'] += 1
+    pts, cursor = packet.pts, self.cursor
+    skip = False
+    if self.skip_nonref and pts is not None and not packet.is_keyframe:
+      # The smallest unresolved target at or after this frame decides whether it can be the answer.
+      k = bisect.bisect_left(cursor.targets, pts, lo=cursor.i)
+      if k < len(cursor.targets):
+        nxt = bisect.bisect_right(self.seen, pts)
+        skip = nxt < len(self.seen) and self.seen[nxt] <= cursor.targets[k]
+    self.cc.skip_frame = 'NONREF' if skip else 'DEFAULT'
+    for frame in self.cc.decode(packet):
+      cursor.push(frame)
+
+  def send_pending(self) -> None:
+    for p in self.pending:
+      self.feed(p)
+    self.pending, self.live = [], True
+
+  def seek(self, tick: int) -> None:
+    self.counters['seeks'] += 1
+    self.container.seek(max(tick, 0), stream=self.stream, backward=True, any_frame=False)
+    self.cc.flush_buffers()
+    self.live, self.pending, self.seen = False, [], []
+
+  def drain(self) -> None:
+    """End of stream: decode what is pending, flush the decoder, resolve the remaining targets."""
+    for p in self.pending:
+      self.feed(p)
+    self.cc.skip_frame = 'DEFAULT'
+    for frame in self.cc.decode(None):
+      self.cursor.push(frame)
+    self.cursor.finish()
+
+  def advance(self, target: int, far: float) -> bool:
+    """Demuxes forward, decoding only from the last keyframe at or before each target, until the
+    cursor is done or the next target is more than `far` ticks ahead (time to seek). Returns
+    whether the stream ended."""
+    for packet in self.container.demux(self.stream):
+      if packet.size == 0:
+        continue
+      self.counters['demuxed'] += 1
+      ts = _timestamp(packet)
+      if ts is None:  # no timing information at all: decode everything in order
+        self.feed(packet)
+        self.live = True
+        if self.cursor.done():
+          return False
+        continue
+      if not self.live and not self.pending and not packet.is_keyframe:
+        continue  # after a seek, decoding must start at a keyframe
+      if packet.is_keyframe and packet.pts is not None and packet.pts <= target:
+        # Everything before a keyframe at or before the target is unneeded: drop it undecoded.
+        if self.live:
+          self.cc.flush_buffers()
+        self.pending, self.live = [], False
+      self.pending.append(packet)
+      bisect.insort(self.seen, packet.pts if packet.pts is not None else ts)
+      self.position = packet.dts if packet.dts is not None else ts
+      if self.position <= target:
+        continue
+      # No keyframe at or before the target can follow (pts >= dts): decode what is pending.
+      self.send_pending()
+      if self.cursor.done():
+        return False
+      target = self.cursor.targets[self.cursor.i]
+      if target - self.position > far:
+        return False  # the next target is far ahead: seek instead of demuxing
+    return True
+
+
 def decode_at_times(container: av.container.InputContainer, times: Sequence[float], *,
                     reseek_s: float = 5.0, skip_nonref: bool = True, path: str = '',
                     stats: dict[str, int] | None = None) -> list:
@@ -173,104 +258,39 @@ def decode_at_times(container: av.container.InputContainer, times: Sequence[floa
   ('truncated') when the stream ends or breaks well before a requested time.
   """
   stream = container.streams.video[0]
-  cc = stream.codec_context
   tb = stream.time_base
   order = np.argsort(times, kind='stable')
-  targets = [int(math.floor(times[j] / tb)) for j in order]
-  cursor = _Cursor(targets)
-  seen: list[int] = []  # pts of every packet demuxed since the last seek, sorted
-  pending: list = []  # packets demuxed but not yet sent to the decoder
-  live = False  # whether the decoder holds state that later packets depend on
-  position = None  # dts of the last demuxed packet
-
-  counters = {'demuxed': 0, 'sent': 0, 'seeks': 0}
-
-  def feed(packet) -> None:
-    counters['sent'] += 1
-    pts = packet.pts
-    skip = False
-    if skip_nonref and pts is not None and not packet.is_keyframe:
-      # The smallest unresolved target at or after this frame decides whether it can be the answer.
-      k = bisect.bisect_left(cursor.targets, pts, lo=cursor.i)
-      if k < len(cursor.targets):
-        nxt = bisect.bisect_right(seen, pts)
-        skip = nxt < len(seen) and seen[nxt] <= cursor.targets[k]
-    cc.skip_frame = 'NONREF' if skip else 'DEFAULT'
-    for frame in cc.decode(packet):
-      cursor.push(frame)
-
-  def seek(tick: int) -> None:
-    nonlocal live, pending, seen
-    counters['seeks'] += 1
-    container.seek(max(tick, 0), stream=stream, backward=True, any_frame=False)
-    cc.flush_buffers()
-    live, pending, seen = False, [], []
-
+  cursor = _Cursor([int(math.floor(times[j] / tb)) for j in order])
+  decoder = _ForwardDecoder(container, cursor, skip_nonref)
   margin = int(0.5 / tb)  # mp4 seeks by dts, which trails pts by the B-frame delay
   far = reseek_s / tb
   start = stream.start_time or 0
   try:
     while not cursor.done():
       target = cursor.targets[cursor.i]
-      if target - (start if position is None else position) > far:
-        seek(target - margin)
-      at_eof = True
-      for packet in container.demux(stream):
-        if packet.size == 0:
-          continue
-        counters['demuxed'] += 1
-        ts = _timestamp(packet)
-        if ts is None:  # no timing information at all: decode everything in order
-          feed(packet)
-          live = True
-          if cursor.done():
-            at_eof = False
-            break
-          continue
-        if not live and not pending and not packet.is_keyframe:
-          continue  # after a seek, decoding must start at a keyframe
-        if packet.is_keyframe and packet.pts is not None and packet.pts <= target:
-          # Everything before a keyframe at or before the target is unneeded: drop it undecoded.
-          if live:
-            cc.flush_buffers()
-          pending, live = [], False
-        pending.append(packet)
-        bisect.insort(seen, packet.pts if packet.pts is not None else ts)
-        position = packet.dts if packet.dts is not None else ts
-        if position <= target:
-          continue
-        # No keyframe at or before the target can follow (pts >= dts): decode what is pending.
-        for p in pending:
-          feed(p)
-        pending, live = [], True
-        if cursor.done():
-          at_eof = False
-          break
-        target = cursor.targets[cursor.i]
-        if target - position > far:
-          at_eof = False
-          break  # the next target is far ahead: seek instead of demuxing
-      if at_eof:
-        for p in pending:
-          feed(p)
-        cc.skip_frame = 'DEFAULT'
-        for frame in cc.decode(None):
-          cursor.push(frame)
-        cursor.finish()
+      if target - (start if decoder.position is None else decoder.position) > far:
+        decoder.seek(target - margin)
+      if decoder.advance(target, far):
+        decoder.drain()
   except (av.error.FFmpegError, ValueError) as e:
     if cursor.last is None:
       raise BadInput('unreadable', path, str(e)) from None
     raise BadInput('truncated', path, f'decode error: {e}') from None
   if stats is not None:
-    stats.update(counters, decoded=cursor.decoded)
+    stats.update(decoder.counters, decoded=cursor.decoded)
+  return _in_request_order(cursor, order, tb, path)
+
+
+def _in_request_order(cursor: _Cursor, order: np.ndarray, tb, path: str) -> list:
+  """The cursor's (frame, pts in s) results in the caller's order; BadInput if a target has no
+  frame or lies more than 1 s past the last decoded one (a truncated stream, not a short one)."""
   if cursor.last is None or any(r is None for r in cursor.results):
     raise BadInput('unreadable', path, 'no decodable frame')
-  # A stream that stops well short of a requested time is truncated, not merely short.
   last_pts = cursor.last[1]
   for target in cursor.targets:
     if (target - last_pts) * tb > 1.0:
       raise BadInput('truncated', path, f'stream ends at {float(last_pts * tb):.2f}s')
-  out = [None] * len(times)
+  out = [None] * len(order)
   for j, (frame, pts) in zip(order, cursor.results):
     out[j] = (frame, float(pts * tb))
   return out
@@ -291,6 +311,42 @@ def frame_to_rgb(frame: av.VideoFrame, max_side: int | None = None) -> np.ndarra
   return img
 
 
+def frames_at_times(container: av.container.InputContainer, times: Sequence[float], *,
+                    max_side: int | None = None, reseek_s: float = 5.0, skip_nonref: bool = True,
+                    path: str = '', stats: dict[str, int] | None = None
+                    ) -> tuple[list[np.ndarray], np.ndarray]:
+  """uint8 RGB frames shown at `times` and the times of the frames decoded (seconds).
+
+  The one decode path of every video reader (pretraining pairs, fine-tuning clips and test
+  views): `decode_at_times`, then one RGB conversion per distinct frame (a frame may serve
+  several times: pairs of a short clip, overlapping test views).
+  """
+  decoded = decode_at_times(container, times, reseek_s=reseek_s, skip_nonref=skip_nonref,
+                            path=path, stats=stats)
+  cache: dict[int, np.ndarray] = {}
+  for frame, _ in decoded:
+    if id(frame) not in cache:
+      cache[id(frame)] = frame_to_rgb(frame, max_side)
+  return [cache[id(frame)] for frame, _ in decoded], np.array([t for _, t in decoded])
+
+
+def first_pts(container: av.container.InputContainer, default: float) -> float:
+  """Presentation time (s) of the first packet, then back to the start.
+
+  Usually the stream start; AVI with B-frames shows its first frame one tick after it, which
+  would shift every frame index by one.
+  """
+  stream = container.streams.video[0]
+  first = default
+  for packet in container.demux(stream):
+    if packet.size:
+      if packet.is_keyframe and packet.pts is not None:
+        first = float(packet.pts * stream.time_base)
+      break
+  container.seek(0, stream=stream)
+  return first
+
+
 def load_pairs(path: str, rng: np.random.Generator, sampling: PairSampling, k: int = 1, *,
                threads: int = 1, max_side: int | None = None, reseek_s: float = 5.0,
                skip_nonref: bool = True) -> tuple[list[tuple[np.ndarray, np.ndarray]], np.ndarray]:
@@ -308,17 +364,11 @@ def load_pairs(path: str, rng: np.random.Generator, sampling: PairSampling, k: i
     if info.duration * info.fps < 1.5:
       raise BadInput('too_short', path, f'{info.duration:.3f}s at {info.fps:.1f} fps')
     times = sample_pair_times(rng, info.start, info.duration, info.fps, sampling, k)
-    decoded = decode_at_times(container, times.reshape(-1), reseek_s=reseek_s,
-                              skip_nonref=skip_nonref, path=path)
-    got = np.array([t for _, t in decoded]).reshape(k, 2)
+    rgb, got = frames_at_times(container, times.reshape(-1), max_side=max_side,
+                               reseek_s=reseek_s, skip_nonref=skip_nonref, path=path)
+    got = got.reshape(k, 2)
     if k and np.all(got[:, 0] == got[:, 1]) and np.ptp(got) == 0:
       raise BadInput('too_short', path, 'a single distinct frame')
-    cache: dict[int, np.ndarray] = {}
-    rgb = []
-    for frame, _ in decoded:
-      if id(frame) not in cache:  # the same frame may serve two targets
-        cache[id(frame)] = frame_to_rgb(frame, max_side)
-      rgb.append(cache[id(frame)])
   finally:
     container.close()
   return [(rgb[2 * i], rgb[2 * i + 1]) for i in range(k)], got

@@ -1,10 +1,12 @@
-"""Image and video classification fine-tuning: `finetune(config, workdir)` (docs/decisions.md#downstream-recipes).
+"""Image and video classification fine-tuning: `finetune(config, workdir)`
+(docs/decisions.md#downstream-recipes).
 
 Images: the released recipe. Videos (`config.video.enabled`, MAE-ST recipe): the image encoder
 inflated to t = 2 tubelets with separable space-time positions and a dropout before the head
-(evaluation/video.py); in training each visited video is decoded once (only the clip's span) and
-gives `video.repeat_aug` independently augmented clips (crop, flip, clip RandAugment, cube
-erasing; evaluation/video_data.py); at test spatial x temporal views are averaged per video.
+(models/video_classifier.py); in training each visited video is decoded once (only the clip's
+span) and gives `video.repeat_aug` independently augmented clips (crop, flip, clip RandAugment,
+cube erasing: evaluation/video_augment.py; reading: evaluation/video_data.py); at test
+spatial x temporal views are averaged per video.
 
 Same machinery as pretraining: ('data', 'fsdp') mesh, sharded state, `jax.jit` with explicit
 shardings and a donated state, Orbax checkpoints with the data iterator state (auto-resume),
@@ -28,9 +30,10 @@ import optax
 from flax import nnx
 
 from vicmae_jax import config_lib, flops, hardware, logging_utils, optim, run_lib, sharding
-from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_data
+from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_augment
+from vicmae_jax.evaluation import video_data
 from vicmae_jax.evaluation import data as data_lib
-from vicmae_jax.evaluation import video as video_lib
+from vicmae_jax.models import video_classifier
 from vicmae_jax.models.classifier import Classifier
 from vicmae_jax.models.config import ModelConfig
 
@@ -159,17 +162,16 @@ def video_sample_fn(config, source, image_size: int):
   return functools.partial(
       video_data.load_train_clips, source=source, repeats=v.repeat_aug, size=image_size,
       crop=v.train_crop, scale=(a.scale_min, 1.0),
-      jitter_scales=video_data.jitter_scales_for(image_size, tuple(v.jitter_scales)),
+      jitter_scales=video_augment.jitter_scales_for(image_size, tuple(v.jitter_scales)),
       hflip=a.get("hflip", True), rand_augment_n=a.rand_augment_n,
       rand_augment_m=a.rand_augment_m, reprob=a.reprob, **video_kwargs(config))
 
 
 def _new_video_model(config, model_cfg: ModelConfig, num_classes: int):
-  return video_lib.VideoClassifier(model_cfg, num_classes, num_frames=config.video.num_frames,
-                                   tubelet=config.video.tubelet,
-                                   drop_path_rate=config.head.drop_path,
-                                   head_dropout=config.video.head_dropout,
-                                   rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
+  return video_classifier.VideoClassifier(
+      model_cfg, num_classes, num_frames=config.video.num_frames, tubelet=config.video.tubelet,
+      drop_path_rate=config.head.drop_path, head_dropout=config.video.head_dropout,
+      rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
 
 
 def build_video_model(config, model_cfg: ModelConfig, num_classes: int):
@@ -181,7 +183,7 @@ def build_video_model(config, model_cfg: ModelConfig, num_classes: int):
   report = init_lib.init_encoder(image, config.init.source, config.init.path,
                                  config.init.get("layout") or None)
   encoder = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(image.encoder, nnx.Param)))
-  loaded = video_lib.init_from_image_encoder(model, encoder)
+  loaded = video_classifier.init_from_image_encoder(model, encoder)
   logging.info("video model initialised from the image encoder: %s", loaded)
   return model, report
 
@@ -204,7 +206,7 @@ def evaluate_video(logits_fn, params, source, config, image_size: int, batch_sha
   ids = np.concatenate(all_ids)
   if len(ids) != len(source) * expected:
     raise AssertionError(f"evaluated {len(ids)} views, expected {len(source)} x {expected}")
-  out = video_lib.aggregate_views(np.concatenate(all_logits), ids, labels,
+  out = metrics.aggregate_views(np.concatenate(all_logits), ids, labels,
                                   expected_views=expected)
   out["top1"], out["top5"] = out["video_top1"], out["video_top5"]
   out["num_examples"] = out["num_videos"]
@@ -318,15 +320,17 @@ def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes:
 
 
 # --- the loop -------------------------------------------------------------------------------------
-def finetune(config: ml_collections.ConfigDict, workdir: str,
-             stop_after_steps: int | None = None) -> dict[str, Any]:
-  """Fine-tunes (resuming from `workdir`); returns {'state', 'eval' (final metrics), 'init'}.
+@dataclasses.dataclass
+class _Data:
+  train: Any
+  val: Any
+  num_classes: int
+  iterator: data_lib.TrainIterator
+  per_epoch: int
 
-  `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
-  """
-  validate(config, jax.device_count())
 
-  logging.info("=== data")
+def _open_data(config: ml_collections.ConfigDict, image_size: int, batch_sharding) -> _Data:
+  """The train and val sources, the resumable train iterator, and the steps per epoch."""
   video = is_video(config)
   build = video_data.build_video_source if video else data_lib.build_source
   spec = config.data.to_dict()
@@ -334,10 +338,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
     spec["short_side"] = config.video.short_side
   train_src, val_src = build(spec, "train"), build(spec, "val")
   num_classes = config.num_classes or train_src.num_classes
-  model_cfg = resolve_model_config(config)
-  image_size = model_cfg.image_size
-  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  batch_sharding = sharding.batch_sharding(mesh)
   if video:
     # `batch_size` counts clips: batch_size / repeat_aug videos per step, so an epoch (every
     # video once) takes repeat_aug times the steps, as in MAE-ST, whose effective batch and lr
@@ -351,23 +351,45 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                               mix=mix_fn(config, num_classes), sharding=batch_sharding,
                               threads=config.data.threads, **loader)
   per_epoch = config.steps_per_epoch or max(len(train_src) * repeats // config.batch_size, 1)
-  total, warmup = schedule_steps(config, per_epoch)
+  return _Data(train_src, val_src, num_classes, it, per_epoch)
+
+
+def _initial_model(config: ml_collections.ConfigDict, model_cfg: ModelConfig, num_classes: int,
+                   resuming: bool) -> tuple[nnx.Module, Any]:
+  """The classifier with its initial weights, and the init report (None when resuming: the
+  checkpoint overwrites everything, so the init source is not read)."""
+  if is_video(config):
+    return build_video_model(_with_source(config, "none") if resuming else config, model_cfg,
+                             num_classes)
+  model = build_classifier(config, model_cfg, num_classes)
+  report = None if resuming else init_lib.init_encoder(
+      model, config.init.source, config.init.path, config.init.get("layout") or None)
+  return model, report
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: str,
+             stop_after_steps: int | None = None) -> dict[str, Any]:
+  """Fine-tunes (resuming from `workdir`); returns {'state', 'eval' (final metrics), 'init'}.
+
+  `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
+  """
+  validate(config, jax.device_count())
+  video = is_video(config)
+  model_cfg = resolve_model_config(config)
+  image_size = model_cfg.image_size
+  mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  logging.info("=== data")
+  data = _open_data(config, image_size, batch_sharding)
+  train_src, val_src, num_classes, it = data.train, data.val, data.num_classes, data.iterator
+  total, warmup = schedule_steps(config, data.per_epoch)
   logging.info("%d train / %d val examples, %d classes; %d steps/epoch, %d steps, %d warm-up",
-               len(train_src), len(val_src), num_classes, per_epoch, total, warmup)
+               len(train_src), len(val_src), num_classes, data.per_epoch, total, warmup)
 
   logging.info("=== model and optimizer")
   run = run_lib.open_run(config, workdir)
-  resuming = run.resuming()
-  report = None
-  if video:
-    # On resume the checkpoint overwrites everything, so skip reading the init source.
-    model, report = build_video_model(_with_source(config, "none") if resuming else config,
-                                      model_cfg, num_classes)
-  else:
-    model = build_classifier(config, model_cfg, num_classes)
-    if not resuming:
-      report = init_lib.init_encoder(model, config.init.source, config.init.path,
-                                     config.init.get("layout") or None)
+  model, report = _initial_model(config, model_cfg, num_classes, run.resuming())
   built = build_finetune_step(config, mesh, num_classes=num_classes, model_cfg=model_cfg,
                               model=model, total=total, warmup=warmup)
   state, first_step = run.restore_or_init(

@@ -1,4 +1,5 @@
-"""Classification metrics with a validity mask, and exact-once evaluation over a split.
+"""Classification metrics with a validity mask, exact-once evaluation over a split, and per-video
+aggregation of multi-view test logits.
 
 Every example of the split is evaluated exactly once: the last batch is padded to the static
 batch size, padded rows carry mask 0, and the number of counted examples is asserted to equal the
@@ -58,3 +59,39 @@ class MetricAccumulator:
     out = {k: 100.0 * v / max(count, 1.0) for k, v in self.sums.items() if k != "count"}
     out["num_examples"] = count
     return out
+
+
+def aggregate_views(logits: np.ndarray, video_ids: np.ndarray, labels: dict[int, int] | np.ndarray,
+                    *, expected_views: int | None = None) -> dict[str, float]:
+  """Per-video accuracy from per-view logits: softmax, averaged over each video's views.
+
+  Args:
+    logits: [V, C] one row per evaluated view (padding already removed).
+    video_ids: [V] which video each view belongs to.
+    labels: video id -> label (dict or array indexed by id).
+    expected_views: views per video (e.g. 21 for 3 x 7); videos with fewer are counted in
+      `videos_missing_views` (never filled in with other videos).
+  Returns per-video top-1/top-5 (%), per-view (per-clip) top-1 (%), and counts.
+  """
+  logits = np.asarray(logits, np.float64)
+  probs = np.exp(logits - logits.max(-1, keepdims=True))
+  probs /= probs.sum(-1, keepdims=True)
+  ids = np.asarray(video_ids)
+  uniq, inverse, counts = np.unique(ids, return_inverse=True, return_counts=True)
+  summed = np.zeros((len(uniq), probs.shape[-1]))
+  np.add.at(summed, inverse, probs)
+  mean = summed / counts[:, None]
+  y = np.array([labels[int(v)] for v in uniq])
+  order = np.argsort(-mean, -1)
+  k5 = min(5, order.shape[-1])
+  view_labels = y[inverse]
+  out = {
+      "video_top1": 100.0 * float(np.mean(order[:, 0] == y)),
+      "video_top5": 100.0 * float(np.mean(np.any(order[:, :k5] == y[:, None], -1))),
+      "clip_top1": 100.0 * float(np.mean(np.argmax(logits, -1) == view_labels)),
+      "num_videos": float(len(uniq)),
+      "num_views": float(len(ids)),
+  }
+  if expected_views is not None:
+    out["videos_missing_views"] = float(np.sum(counts < expected_views))
+  return out

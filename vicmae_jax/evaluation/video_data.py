@@ -1,16 +1,16 @@
-"""Labelled video data for fine-tuning: sources, clip decoding, clip augmentation, test views.
+"""Labelled videos for fine-tuning: sources that decode only the frames a clip needs, and the
+batching of training clips and test views. Which frames: `video_sampling`; how they are
+augmented: `video_augment`; the decoding itself: `data.video.frames_at_times` (the pretraining
+loader's decode path).
 
-Decoding. Sources give the frames at indices chosen *before* decoding: `read(i, select)` calls
+Sources give the frames at indices chosen *before* decoding: `read(i, select)` calls
 `select(num_video_frames)` with the frame count from the container's metadata
-(`data.video.probe`: duration x average rate), then `data.video.decode_at_times` seeks to the
-keyframe before the first wanted frame, decodes forward only as far as the last one (whole GOPs
-in between that hold no wanted frame are demuxed, not decoded) and converts only the wanted
-frames to RGB. Training reads one clip (16 frames x stride 4, about 2 s of a 10 s Kinetics
-video; or the 16 SSv2 segment frames); testing reads the union of a video's temporal views in
-one pass and cuts the spatial x temporal views from it. A video whose metadata is missing, or
-whose stream ends before its header says, is decoded whole (`load_all_frames_naive`) and the
-indices are drawn from the real frame count; these fallbacks are counted in
-`VideoFileSource.counts` and logged.
+(`data.video.probe`: duration x average rate) and decodes those frames only. Training reads one
+clip (16 frames x stride 4, about 2 s of a 10 s Kinetics video; or the 16 SSv2 segment frames);
+testing reads the union of a video's temporal views in one pass and cuts the spatial x temporal
+views from it. A video whose metadata is missing, or whose stream ends before its header says,
+is decoded whole (`load_all_frames_naive`) and the indices are drawn from the real frame count;
+these fallbacks are counted in `VideoFileSource.counts` and logged.
 
 Training (MAE-ST): each visited video gives `repeat_aug` clips (decoded once, augmented
 `repeat_aug` times, as MAE-ST's fine-tuning loader: one temporal window, independent spatial
@@ -26,16 +26,13 @@ import threading
 from typing import Any, Callable, Iterator
 
 import av
-import cv2
 import numpy as np
-from PIL import Image
 
-from vicmae_jax.data import augment as base_aug
 from vicmae_jax.data import index as index_lib
 from vicmae_jax.data import video as video_io
 from vicmae_jax.data.badinput import BadInput
-from vicmae_jax.evaluation import augment, metrics, video
-from vicmae_jax.sharding import local_rows as _local_rows, to_global
+from vicmae_jax.evaluation import metrics, video_augment, video_sampling
+from vicmae_jax.sharding import local_rows, to_global
 
 Select = Callable[[int], np.ndarray]
 
@@ -90,11 +87,12 @@ class VideoFileSource:
         why = "no_metadata"
       if not why:
         idx = np.asarray(select(n), np.int64)
-        start = max(info.start, _first_pts(container, info.start))
+        start = max(info.start, video_io.first_pts(container, info.start))
         times = start + (idx.reshape(-1) + 0.5) / info.fps  # slot j shows frame j (CFR)
         stats: dict[str, int] = {}
         try:
-          decoded = video_io.decode_at_times(container, times, path=path, stats=stats)
+          rgb, _ = video_io.frames_at_times(container, times, max_side=max_side, path=path,
+                                            stats=stats)
         except BadInput as e:
           if e.kind != "truncated":
             raise
@@ -102,11 +100,7 @@ class VideoFileSource:
         else:
           self._count("seek")
           self._count("frames_decoded", stats.get("decoded", 0))
-          rgb: dict[int, np.ndarray] = {}
-          for frame, _ in decoded:
-            if id(frame) not in rgb:  # one frame may serve several indices (short clips, views)
-              rgb[id(frame)] = video_io.frame_to_rgb(frame, max_side)
-          frames = np.stack([rgb[id(frame)] for frame, _ in decoded])
+          frames = np.stack(rgb)
           return frames.reshape(idx.shape + frames.shape[1:]), label
     finally:
       container.close()
@@ -124,23 +118,6 @@ class VideoFileSource:
     idx = np.asarray(select(len(frames)), np.int64)
     out = np.stack([frames[j] for j in idx.reshape(-1)])
     return out.reshape(idx.shape + out.shape[1:]), label
-
-
-def _first_pts(container: av.container.InputContainer, default: float) -> float:
-  """Presentation time (s) of the first packet, then back to the start.
-
-  Usually the stream start; AVI with B-frames shows its first frame one tick after it, which
-  would shift every index by one.
-  """
-  stream = container.streams.video[0]
-  first = default
-  for packet in container.demux(stream):
-    if packet.size:
-      if packet.is_keyframe and packet.pts is not None:
-        first = float(packet.pts * stream.time_base)
-      break
-  container.seek(0, stream=stream)
-  return first
 
 
 class ArrayVideoSource:
@@ -196,123 +173,7 @@ def build_video_source(spec: dict[str, Any], split: str):
   return VideoFileSource(idx, spec.get("short_side", 320))
 
 
-# --- frame indices (the math lives in video.clip_indices / video.segment_indices) -----------------
-def train_indices(num_video_frames: int, rng: np.random.Generator, *, num_frames: int = 16,
-                  stride: int = 4, sampling: str = "clip") -> np.ndarray:
-  """[num_frames] indices of one random training clip."""
-  if sampling == "segment":
-    return video.segment_indices(num_video_frames, num_frames, rng=rng)
-  return video.clip_indices(num_video_frames, num_frames, stride, rng=rng)
-
-
-def view_indices(num_video_frames: int, *, num_frames: int = 16, stride: int = 4,
-                 sampling: str = "clip", temporal: int = 7) -> np.ndarray:
-  """[temporal, num_frames] indices of the test views (starts spread evenly over the video)."""
-  if sampling == "segment":
-    return np.stack([video.segment_indices(num_video_frames, num_frames, view=t,
-                                           num_views=temporal) for t in range(temporal)])
-  return np.stack([video.clip_indices(num_video_frames, num_frames, stride, view=t,
-                                      num_views=temporal) for t in range(temporal)])
-
-
-# --- clip augmentation ----------------------------------------------------------------------------
-def _resize_frames(clip: np.ndarray, height: int, width: int) -> np.ndarray:
-  # Area averaging when shrinking (no aliasing), bilinear when enlarging small crops.
-  shrink = height * width < clip.shape[1] * clip.shape[2]
-  interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-  return np.stack([cv2.resize(np.ascontiguousarray(f), (width, height), interpolation=interp)
-                   for f in clip])
-
-
-def random_resized_crop_clip(clip: np.ndarray, rng: np.random.Generator, size: int,
-                             scale: tuple[float, float] = (0.08, 1.0),
-                             ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> np.ndarray:
-  """One RandomResizedCrop box (relative area `scale`, aspect `ratio`) for every frame."""
-  top, left, h, w = base_aug.crop_box(rng, clip.shape[1], clip.shape[2], scale, ratio)
-  return _resize_frames(clip[:, top:top + h, left:left + w], size, size)
-
-
-def jitter_scales_for(image_size: int, scales: tuple[int, int] = (256, 320),
-                      reference: int = 224) -> tuple[int, int]:
-  """Short-side jitter range given for `reference` px crops, scaled to `image_size` (never below
-  the crop)."""
-  return tuple(max(image_size, int(round(s * image_size / reference))) for s in scales)
-
-
-def short_side_jitter_crop(clip: np.ndarray, rng: np.random.Generator, size: int,
-                           scales: tuple[int, int] = (256, 320)) -> np.ndarray:
-  """SlowFast's train crop: short side resized to a random length in `scales` (one for the
-  clip), then one random size x size crop."""
-  short = max(int(round(rng.uniform(*scales))), size)
-  h, w = clip.shape[1:3]
-  if h <= w:
-    nh, nw = short, max(int(math.floor(w * short / h)), short)
-  else:
-    nh, nw = max(int(math.floor(h * short / w)), short), short
-  resized = _resize_frames(clip, nh, nw)
-  top, left = int(rng.integers(0, nh - size + 1)), int(rng.integers(0, nw - size + 1))
-  return resized[:, top:top + size, left:left + size]
-
-
-def clip_rand_augment(clip: np.ndarray, rng: np.random.Generator, *, num_ops: int = 2,
-                      magnitude: float = 7.0, magnitude_std: float = 0.5, prob: float = 0.5
-                      ) -> np.ndarray:
-  """RandAugment with one draw per clip (MAE-ST's video RandAugment): the op sequence, each op's
-  on/off, magnitude and sign are sampled once and applied identically to every frame, using the
-  op implementations of `evaluation.augment` (uint8 [T, H, W, 3] in and out)."""
-  frames = [Image.fromarray(np.ascontiguousarray(f)) for f in clip]
-  for name in rng.choice(augment.RAND_OPS, size=num_ops, replace=True):
-    if rng.random() > prob:
-      continue
-    m = float(np.clip(rng.normal(magnitude, magnitude_std), 0.0, 10.0)) if magnitude_std > 0 \
-        else magnitude
-    # The ops draw their sign from the generator they are given: the same seed for every frame
-    # gives every frame the same sign.
-    op_seed = int(rng.integers(2**63))
-    frames = [augment._op(str(name), f, m, np.random.default_rng(op_seed)) for f in frames]
-  return np.stack([np.asarray(f) for f in frames])
-
-
-def clip_random_erasing(x: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
-  """MAE-ST's cube erasing on a normalised float clip [T, H, W, C]: one box for all frames,
-  fresh per-pixel noise in each (`augment.random_erasing` on the frames stacked on channels)."""
-  t, h, w, c = x.shape
-  stacked = np.ascontiguousarray(x.transpose(1, 2, 0, 3)).reshape(h, w, t * c)
-  out = augment.random_erasing(stacked, rng, prob=prob)
-  if out is stacked:
-    return x
-  return np.ascontiguousarray(out.reshape(h, w, t, c).transpose(2, 0, 1, 3))
-
-
-def augment_clip(clip: np.ndarray, rng: np.random.Generator, *, size: int, crop: str = "rrc",
-                 scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 jitter_scales: tuple[int, int] = (256, 320), hflip: bool = True,
-                 rand_augment_n: int = 0, rand_augment_m: float = 7.0,
-                 rand_augment_mstd: float = 0.5, reprob: float = 0.0) -> np.ndarray:
-  """One training clip: crop ('rrc' | 'jitter') -> flip -> clip RandAugment -> normalise ->
-  cube random erasing; uint8 [T, H, W, 3] -> float32 [T, size, size, 3].
-
-  RandAugment runs on the 224 px crop (timm's image order), not on the full frame before the
-  crop as MAE-ST does: the same ops at a fraction of the cost.
-  """
-  if crop == "rrc":
-    x = random_resized_crop_clip(clip, rng, size, scale, ratio)
-  elif crop == "jitter":
-    x = short_side_jitter_crop(clip, rng, size, jitter_scales)
-  else:
-    raise ValueError(f"unknown video train crop {crop!r} (rrc or jitter)")
-  if hflip and rng.random() < 0.5:
-    x = x[:, :, ::-1]
-  if rand_augment_n > 0:
-    x = clip_rand_augment(x, rng, num_ops=rand_augment_n, magnitude=rand_augment_m,
-                          magnitude_std=rand_augment_mstd)
-  x = base_aug.normalize(x.astype(np.float32)).astype(np.float32)
-  if reprob > 0:
-    x = clip_random_erasing(x, rng, reprob)
-  return x
-
-
+# --- batching -------------------------------------------------------------------------------------
 def load_train_clips(index: int, rng: np.random.Generator, *, source, repeats: int = 1,
                      num_frames: int = 16, stride: int = 4, sampling: str = "clip",
                      **aug) -> list[tuple[np.ndarray, int]]:
@@ -324,21 +185,11 @@ def load_train_clips(index: int, rng: np.random.Generator, *, source, repeats: i
   time_seed = int(rng.integers(2**63))
 
   def select(n: int) -> np.ndarray:  # the same draw if called again after a fallback
-    return train_indices(n, np.random.default_rng(time_seed), num_frames=num_frames,
+    return video_sampling.train_indices(n, np.random.default_rng(time_seed), num_frames=num_frames,
                          stride=stride, sampling=sampling)
 
   frames, label = source.read(index, select)
-  return [(augment_clip(frames, r, **aug), label) for r in rng.spawn(repeats)]
-
-
-# --- test views -----------------------------------------------------------------------------------
-def eval_views(clips: np.ndarray, *, size: int, spatial: int = 3) -> list[np.ndarray]:
-  """[temporal, T, H, W, 3] uint8 -> temporal x spatial normalised clips (temporal-major)."""
-  views = []
-  for clip in clips:
-    for crop in video.spatial_crops(clip, size, spatial):
-      views.append(base_aug.normalize(crop.astype(np.float32)).astype(np.float32))
-  return views
+  return [(video_augment.augment_clip(frames, r, **aug), label) for r in rng.spawn(repeats)]
 
 
 def view_batches(source, global_batch: int, *, sharding=None, size: int, num_frames: int = 16,
@@ -346,9 +197,9 @@ def view_batches(source, global_batch: int, *, sharding=None, size: int, num_fra
                  ) -> Iterator[dict[str, Any]]:
   """Batches {'image' (clips), 'label', 'mask', 'video'} over every view of every video once;
   each video is decoded once (the union of its temporal views)."""
-  rows = _local_rows(global_batch)
+  rows = local_rows(global_batch)
   buf: dict[str, list] = {"image": [], "label": [], "video": []}
-  select = functools.partial(view_indices, num_frames=num_frames, stride=stride,
+  select = functools.partial(video_sampling.view_indices, num_frames=num_frames, stride=stride,
                              sampling=sampling, temporal=temporal)
 
   def emit(n):
@@ -360,7 +211,7 @@ def view_batches(source, global_batch: int, *, sharding=None, size: int, num_fra
 
   for i in range(len(source)):
     clips, label = source.read(i, select)
-    for clip in eval_views(clips, size=size, spatial=spatial):
+    for clip in video_augment.eval_views(clips, size=size, spatial=spatial):
       buf["image"].append(clip)
       buf["label"].append(np.int32(label))
       buf["video"].append(np.int64(i))

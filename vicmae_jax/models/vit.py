@@ -35,6 +35,25 @@ class PatchEmbed(nnx.Module):
     return self.proj(patches)
 
 
+def make_blocks(width: int, heads: int, mlp_dim: int, depth: int, cfg: ModelConfig, *,
+                rngs: nnx.Rngs) -> nnx.List:
+  """`depth` pre-norm blocks in the model's dtype and attention implementation."""
+  return nnx.List([layers.Block(width, heads, mlp_dim, dtype=jnp.dtype(cfg.dtype),
+                                attention_impl=cfg.attention_impl, rngs=rngs)
+                   for _ in range(depth)])
+
+
+def encode_tokens(blocks: nnx.List, cls: jax.Array, tokens: jax.Array, cfg: ModelConfig,
+                  drop_path_rate: float = 0.0, rng: jax.Array | None = None) -> jax.Array:
+  """The encoder body: [N, L, D] embedded tokens (positions added) behind a class token [1, 1, D]
+  (its position added) through the blocks -> [N, 1 + L, D], before any final norm. The image
+  encoder and the video classifier differ only in how they make `tokens`."""
+  cls = jnp.broadcast_to(cls.astype(tokens.dtype), (tokens.shape[0], 1, tokens.shape[-1]))
+  return layers.run_blocks(blocks, jnp.concatenate([cls, tokens], axis=1), cfg.remat,
+                           drop_path_rate, rng, remat_policy=cfg.remat_policy,
+                           scan=cfg.scan_blocks)
+
+
 class ViTEncoder(nnx.Module):
   """Patch embedding, fixed sin-cos positions, cls token, pre-norm blocks, final LayerNorm."""
 
@@ -46,10 +65,7 @@ class ViTEncoder(nnx.Module):
     if cfg.learned_pos_embed:
       # Fine-tuning trains the table, starting from the sin-cos values.
       self.pos_embed = nnx.Param(jnp.asarray(sincos_2d(cfg.width, cfg.grid))[None])
-    self.blocks = nnx.List([
-        layers.Block(cfg.width, cfg.heads, cfg.mlp_dim, dtype=dtype,
-                     attention_impl=cfg.attention_impl, rngs=rngs)
-        for _ in range(cfg.depth)])
+    self.blocks = make_blocks(cfg.width, cfg.heads, cfg.mlp_dim, cfg.depth, cfg, rngs=rngs)
     self.norm = layers.layer_norm(cfg.width, dtype=dtype, rngs=rngs)
 
   def position_table(self) -> jax.Array:
@@ -76,10 +92,8 @@ class ViTEncoder(nnx.Module):
       patches = masking.gather_tokens(patches, ids_keep)
       pos_patches = masking.gather_tokens(pos_patches, ids_keep)
     x = self.patch_embed(patches) + pos_patches.astype(self.cfg.dtype)
-    cls = (self.cls_token[...] + pos[:1]).astype(x.dtype)
-    x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[-1])), x], axis=1)
-    x = layers.run_blocks(self.blocks, x, self.cfg.remat, drop_path_rate, drop_path_rng,
-                          remat_policy=self.cfg.remat_policy, scan=self.cfg.scan_blocks)
+    x = encode_tokens(self.blocks, self.cls_token[...] + pos[:1], x, self.cfg, drop_path_rate,
+                      drop_path_rng)
     return self.norm(x) if final_norm else x
 
 
@@ -92,10 +106,7 @@ class MAEDecoder(nnx.Module):
     dim = cfg.decoder_width
     self.embed = layers.dense(cfg.width, dim, dtype=dtype, rngs=rngs)
     self.mask_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, dim)))
-    self.blocks = nnx.List([
-        layers.Block(dim, cfg.decoder_heads, 4 * dim, dtype=dtype,
-                     attention_impl=cfg.attention_impl, rngs=rngs)
-        for _ in range(cfg.decoder_depth)])
+    self.blocks = make_blocks(dim, cfg.decoder_heads, 4 * dim, cfg.decoder_depth, cfg, rngs=rngs)
     self.norm = layers.layer_norm(dim, dtype=dtype, rngs=rngs)
     self.pred = layers.dense(dim, cfg.patch_dim, dtype=dtype, rngs=rngs)
 
