@@ -83,3 +83,30 @@ def test_folders(tmp_path):
   assert index.scan_folder(str(tmp_path / 'flat'), ('.jpg',)).labels == (-1,)
   with pytest.raises(index.IndexFormatError, match='no files'):
     index.scan_folder(str(tmp_path / 'flat'), ('.mp4',))
+
+
+def test_read_index_is_the_one_factory(tmp_path):
+  for rel in ('train/cls_a/y.mp4', 'train/cls_b/x.mp4', 'train/cls_c/w.mp4', 'val/cls_c/v.mp4'):
+    write(str(tmp_path / rel), b'x')
+  train = index.read_index({'kind': 'video_folder', 'path': str(tmp_path / 'train')})
+  assert train.classes == ('cls_a', 'cls_b', 'cls_c') and train.labels == (0, 1, 2)
+  # Alone, the val split would call cls_c class 0; numbered by the train split it is class 2.
+  assert index.read_index({'kind': 'mit', 'path': str(tmp_path / 'val')}).labels == (0,)
+  val = index.read_index({'kind': 'video_folder', 'path': str(tmp_path / 'val')},
+                         classes=train.classes)
+  assert val.labels == (2,) and val.classes == train.classes
+  write(str(tmp_path / 'val/cls_z/u.mp4'), b'x')
+  with pytest.raises(index.IndexFormatError, match='cls_z'):
+    index.read_index({'kind': 'video_folder', 'path': str(tmp_path / 'val')},
+                     classes=train.classes)
+  with pytest.raises(ValueError, match='unknown index kind'):
+    index.read_index({'kind': 'folder', 'path': str(tmp_path)})
+
+
+def test_video_fine_tuning_val_split_uses_the_train_numbering(tmp_path):
+  from vicmae_jax.evaluation import video_data
+  for rel in ('train/a/1.mp4', 'train/b/2.mp4', 'val/b/3.mp4'):
+    write(str(tmp_path / rel), b'x')
+  spec = {'kind': 'video_folder', 'train': str(tmp_path / 'train'), 'val': str(tmp_path / 'val')}
+  val = video_data.build_video_source(spec, 'val')
+  assert val.index.labels == (1,) and val.num_classes == 2

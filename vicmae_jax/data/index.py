@@ -12,7 +12,10 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from vicmae_jax.data import images
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v')
 KINETICS_COLUMNS = ('label', 'youtube_id', 'time_start', 'time_end')
@@ -205,3 +208,44 @@ def scan_folder(root: str, extensions: Iterable[str]) -> Index:
   if any(lab == '' for _, lab, _ in rows) and any(lab != '' for _, lab, _ in rows):
     rows = [(p, '', w) for p, _, w in rows]  # mixed layout: treat as unlabelled
   return _finish(rows, root, 'error', check_exists=False)
+
+
+VIDEO_KINDS = ('kinetics_csv', 'video_csv', 'ssv2', 'mit', 'video_folder')
+IMAGE_KINDS = ('image_folder', 'image_csv')
+
+
+def read_index(spec: Mapping[str, Any], *, classes: Sequence[str] | None = None) -> Index:
+  """The one index factory: a source spec {'kind', 'path', 'root', 'labels', 'on_missing'} -> Index.
+
+  Every reader of files takes this dialect: the pretraining sources, the fine-tuning video
+  sources (one spec per split) and `tools.extract_frames`. `classes` numbers the labels as
+  another split did (a validation split that lacks a class must not shift the others).
+  """
+  kind, path = spec['kind'], spec['path']
+  on_missing = spec.get('on_missing') or 'error'
+  if kind in ('mit', 'video_folder'):
+    idx = scan_folder(path, VIDEO_EXTENSIONS)
+  elif kind == 'image_folder':
+    idx = scan_folder(path, images.IMAGE_EXTENSIONS)
+  elif kind == 'kinetics_csv':
+    idx = read_kinetics_csv(path, spec['root'], on_missing=on_missing)
+  elif kind in ('video_csv', 'image_csv'):
+    idx = read_path_csv(path, spec.get('root') or None, on_missing=on_missing)
+  elif kind == 'ssv2':
+    idx = read_ssv2_json(path, spec['root'], spec.get('labels') or None, on_missing=on_missing)
+  else:
+    raise ValueError(f'unknown index kind {kind!r}; expected one of {VIDEO_KINDS + IMAGE_KINDS}')
+  return idx if classes is None else relabel(idx, classes)
+
+
+def relabel(idx: Index, classes: Sequence[str]) -> Index:
+  """`idx` with its class names numbered by their position in `classes`; an index with numeric
+  labels (no class names) is returned as it is."""
+  if not idx.classes or tuple(idx.classes) == tuple(classes):
+    return idx
+  ids = {name: i for i, name in enumerate(classes)}
+  unknown = sorted(set(idx.classes) - set(ids))
+  if unknown:
+    raise IndexFormatError(f'{idx.origin}: classes not in the training split: {unknown[:10]}')
+  labels = tuple(-1 if y < 0 else ids[idx.classes[y]] for y in idx.labels)
+  return dataclasses.replace(idx, labels=labels, classes=tuple(classes))

@@ -155,27 +155,12 @@ def build_source(spec: dict[str, Any], *, sampling: video.PairSampling, threads:
                  max_side: int | None = 1024, reseek_s: float = 5.0) -> PairSource:
   """Creates a source from one entry of `config.sources` (see pipeline.py for the keys)."""
   kind = spec['kind']
-  on_missing = spec.get('on_missing', 'error')
-  if kind in ('video_folder', 'mit'):
-    idx = index_lib.scan_folder(spec['path'], index_lib.VIDEO_EXTENSIONS)
-  elif kind == 'kinetics_csv':
-    idx = index_lib.read_kinetics_csv(spec['path'], spec['root'], on_missing=on_missing)
-  elif kind == 'video_csv':
-    idx = index_lib.read_path_csv(spec['path'], spec.get('root'), on_missing=on_missing)
-  elif kind == 'ssv2':
-    idx = index_lib.read_ssv2_json(spec['path'], spec['root'], spec.get('labels'),
-                                   on_missing=on_missing)
-  elif kind == 'image_folder':
-    return ImageFileSource(index_lib.scan_folder(spec['path'], images.IMAGE_EXTENSIONS),
-                           max_side=max_side)
-  elif kind == 'image_csv':
-    return ImageFileSource(index_lib.read_path_csv(spec['path'], spec.get('root'),
-                                                   on_missing=on_missing), max_side=max_side)
-  elif kind == 'tfds':
+  if kind == 'tfds':
     return TfdsImageSource(spec['path'], spec.get('split', 'train'), spec.get('data_dir'),
                            image_key=spec.get('image_key', 'image'), max_side=max_side)
-  elif kind == 'frames':
+  if kind == 'frames':
     return FrameRecordSource(expand_shards(spec['path']), sampling, max_side=max_side)
-  else:
-    raise ValueError(f'unknown source kind {kind!r} in {spec}')
+  idx = index_lib.read_index(spec)
+  if kind in index_lib.IMAGE_KINDS:
+    return ImageFileSource(idx, max_side=max_side)
   return VideoSource(idx, sampling, threads=threads, max_side=max_side, reseek_s=reseek_s)

@@ -162,14 +162,14 @@ def build_video_source(spec: dict[str, Any], split: str):
                                    size=spec.get("size", 16),
                                    seed=spec.get("seed", 0) + (split != "train"))
     return ArrayVideoSource(vids, labels, 2)
-  if kind == "kinetics_csv":
-    idx = index_lib.read_kinetics_csv(spec[split], spec["root"])
-  elif kind == "ssv2":
-    idx = index_lib.read_ssv2_json(spec[split], spec["root"], spec.get("labels") or None)
-  elif kind == "video_folder":
-    idx = index_lib.scan_folder(spec[split], (".mp4", ".webm", ".mkv", ".avi", ".mov"))
-  else:
+  if kind not in ("kinetics_csv", "ssv2", "video_folder"):
     raise ValueError(f"Unknown video source kind {kind!r}")
+
+  def split_index(name: str, classes=None) -> index_lib.Index:
+    return index_lib.read_index({**spec, "path": spec[name]}, classes=classes)
+  # The validation split is numbered by the training split's classes (reading the training
+  # index again costs seconds, once per run).
+  idx = split_index(split, None if split == "train" else split_index("train").classes or None)
   return VideoFileSource(idx, spec.get("short_side", 320))
 
 

@@ -30,20 +30,15 @@ import numpy as np
 from vicmae_jax.data import index as index_lib, records, video
 from vicmae_jax.data.badinput import BadInput
 
-VIDEO_KINDS = ('kinetics_csv', 'video_csv', 'ssv2', 'mit', 'video_folder')
+VIDEO_KINDS = index_lib.VIDEO_KINDS
 
 
 def read_index(kind: str, path: str, root: str | None, labels: str | None,
                on_missing: str) -> index_lib.Index:
-  if kind in ('mit', 'video_folder'):
-    return index_lib.scan_folder(path, index_lib.VIDEO_EXTENSIONS)
-  if kind == 'kinetics_csv':
-    return index_lib.read_kinetics_csv(path, root, on_missing=on_missing)
-  if kind == 'video_csv':
-    return index_lib.read_path_csv(path, root, on_missing=on_missing)
-  if kind == 'ssv2':
-    return index_lib.read_ssv2_json(path, root, labels, on_missing=on_missing)
-  raise ValueError(f'--kind must be one of {VIDEO_KINDS}, got {kind!r}')
+  if kind not in VIDEO_KINDS:
+    raise ValueError(f'--kind must be one of {VIDEO_KINDS}, got {kind!r}')
+  return index_lib.read_index(dict(kind=kind, path=path, root=root, labels=labels,
+                                   on_missing=on_missing))
 
 
 def resize_short_side(img: np.ndarray, short_side: int) -> np.ndarray:
