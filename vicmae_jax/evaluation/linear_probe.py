@@ -25,13 +25,14 @@ BN_EPS = 1e-6
 
 @dataclasses.dataclass(frozen=True)
 class ProbeConfig:
+  """MAE's linear-probe recipe (LARS, no weight decay, BatchNorm without affine before the head)."""
   epochs: int = 90
-  batch_size: int = 16384
-  base_lr: float = 0.1
+  batch_size: int = 16384          # global; the lr scales with it (optim.peak_learning_rate)
+  base_lr: float = 0.1             # lr = base_lr x batch_size / 256
   warmup_epochs: int = 10
   weight_decay: float = 0.0
-  momentum: float = 0.9
-  trust_coefficient: float = 0.001
+  momentum: float = 0.9            # LARS momentum
+  trust_coefficient: float = 0.001  # LARS trust ratio scale
   bn_momentum: float = 0.9    # Flax convention (torch 0.1)
   seed: int = 0
 
