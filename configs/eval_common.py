@@ -2,57 +2,20 @@
 
 `base_config(mode)` is the released ViT-B/16 ImageNet fine-tuning recipe; the probe and kNN
 sections hold the MAE linear-probe fallback and k = 20, T = 0.07 (all in docs/evaluation.md).
+The defaults live in `vicmae_jax.evaluation.config.EvalConfig`.
 """
 from __future__ import annotations
 
 import ml_collections
 
-from configs import common
+from vicmae_jax.evaluation import config as eval_config
 
 
 def base_config(mode: str = "finetune") -> ml_collections.ConfigDict:
-  c = common.base_config()
+  """Every evaluation key at its default (`vicmae_jax.evaluation.config.EvalConfig`, where the
+  keys, defaults and their meaning live), with `mode` set; recipe files override what differs."""
+  c = ml_collections.ConfigDict(eval_config.eval_defaults())
   c.mode = mode
-  # Pretraining-only sections stay (shared loaders read them) but are unused here.
-  c.num_classes = 0          # 0: from the data source
-  c.init = ml_collections.ConfigDict(dict(source="workdir", path="", layout="",
-                                          use_source_arch=True))
-  c.head = ml_collections.ConfigDict(dict(readout="cls", drop_path=0.1))
-  c.data = ml_collections.ConfigDict(dict(
-      kind="tfds", name="imagenet2012", train="train", val="validation", data_dir="",
-      image_key="image", label_key="label", threads=16, train_size=0, val_size=0, toy="color",
-      num_classes=0, size=0, seed=0))
-  c.batch_size = 1024
-  c.eval_batch_size = 1024
-  c.num_epochs = 100.0
-  c.steps_per_epoch = 0
-  c.total_steps = 0
-  c.optim = ml_collections.ConfigDict(dict(
-      base_lr=5e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.05, warmup_epochs=5.0,
-      min_lr=1e-6, layer_decay=0.65, grad_clip=0.0, accum_steps=1))
-  c.aug = ml_collections.ConfigDict(dict(
-      rand_augment_n=2, rand_augment_m=9.0, reprob=0.25, mixup=0.8, cutmix=1.0,
-      switch_prob=0.5, mix_prob=1.0, smoothing=0.1, crop_pct=0.875, scale_min=0.08, hflip=True))
-  # Video fine-tuning (docs/evaluation.md): off for image configs; the rest is MAE-ST's K400 recipe.
-  # repeat_aug: clips per decoded video, counted in batch_size (steps per epoch x repeat_aug);
-  # head_dropout: before the head, training only; train_crop: 'rrc' (RandomResizedCrop with
-  # aug.scale_min, MAE-ST) or 'jitter' (short side in jitter_scales, given for 224 px and scaled
-  # to the model's image size, then a random crop); short_side bounds the decoded frames.
-  c.video = ml_collections.ConfigDict(dict(
-      enabled=False, num_frames=16, stride=4, tubelet=2, sampling="clip", test_spatial=3,
-      test_temporal=7, repeat_aug=2, head_dropout=0.3, train_crop="rrc", jitter_scales=(256, 320),
-      short_side=320))
-  c.eval_every_steps = 0      # 0: at the end only (plus once per `eval_every_steps` otherwise)
-  c.log_every_steps = 50
-  c.checkpoint.every_steps = 1000
-  c.linprobe = ml_collections.ConfigDict(dict(
-      readouts="cls,mean", epochs=90, batch_size=16384, base_lr=0.1, warmup_epochs=10,
-      weight_decay=0.0, trust_coefficient=0.001,
-      # True: MAE's protocol, a fresh RandomResizedCrop + flip of every training image in every
-      # epoch through the frozen encoder. False: features cached once (centre crop), seconds.
-      augment=True, scale_min=0.08))
-  c.knn = ml_collections.ConfigDict(dict(readouts="cls,mean", k=20, temperature=0.07))
-  c.features = ml_collections.ConfigDict(dict(splits="train,val", array_record=False))
   return c
 
 

@@ -228,10 +228,11 @@ def _num_classes(config: ml_collections.ConfigDict) -> int:
 def _finetune(config: ml_collections.ConfigDict, devices: list):
   from vicmae_jax import sharding
   from vicmae_jax.evaluation import finetune
+  from vicmae_jax.evaluation.config import eval_config
   # Compiling reads no weights: validate as if the encoder started from scratch.
-  unlocked = ml_collections.ConfigDict(config.to_dict())
-  unlocked.init.source = "none"
-  finetune.validate(unlocked, len(devices))
+  typed = eval_config(config)
+  finetune.validate(dataclasses.replace(typed, init=dataclasses.replace(typed.init, source="none")),
+                    len(devices))
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
   classes = _num_classes(config)
   built = finetune.build_finetune_step(config, mesh, num_classes=classes)

@@ -5,10 +5,9 @@ dataclass fields included; a key that `Cls` does not have is an error naming its
 (a typo in a config file fails at once instead of being ignored), and keys left out take the
 dataclass's defaults, so for a section read this way the dataclass is where its defaults live.
 `to_dict(obj)` goes the other way, so a config file can start from the defaults and every key is
-settable with `--config.key=value`. Users: `config_lib` (every pretraining section, and the
-model section in every mode), `data.config.InputConfig`, `run_lib` (checkpoint settings). The
-evaluation modes' own sections (`optim`, `aug`, `head`, `data`, `video`, `linprobe`, `knn`) are
-still read from the ConfigDict directly, with their defaults in configs/eval_common.py.
+settable with `--config.key=value`. Users: `config_lib` (pretraining, and the model section of
+every mode), `evaluation.config` (fine-tuning, probe, kNN, features), `data.config.InputConfig`,
+`run_lib` (checkpoint settings).
 """
 from __future__ import annotations
 

@@ -34,6 +34,48 @@ def test_configs_load_with_and_without_tiny(name):
   assert t.batch_size % 8 == 0 and t.eval_batch_size % 8 == 0
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_configs_read_as_typed_settings(name):
+  """Every recipe (and its tiny variant) reads into EvalConfig: no key the trainers ignore."""
+  from vicmae_jax.evaluation.config import EvalConfig, eval_config
+  for arg in ("", "tiny"):
+    c = load(name, arg)
+    typed = eval_config(c)
+    assert isinstance(typed, EvalConfig) and typed.mode == c.mode
+    assert typed.model.width > 0 and typed.data.kind == c.data.kind
+    assert typed.is_video == c.video.enabled
+    assert eval_config(typed) is typed
+
+
+def test_typed_eval_config_rejects_unknown_keys_by_path():
+  from vicmae_jax import config_lib
+  from vicmae_jax.evaluation.config import eval_config
+  import ml_collections
+  c = load("finetune_in1k_vitb", "tiny")
+  bad = ml_collections.ConfigDict(c.to_dict())
+  bad.data.trian = "/x"                     # a typo a locked ConfigDict cannot catch here
+  with pytest.raises(config_lib.ConfigError, match=r"unknown key data\.trian"):
+    eval_config(bad)
+  bad = ml_collections.ConfigDict(c.to_dict())
+  bad.init.source = "hub"
+  with pytest.raises(config_lib.ConfigError, match="init.source must be one of"):
+    eval_config(bad)
+  bad = ml_collections.ConfigDict(c.to_dict())
+  bad.input = {"sources": []}               # a pretraining section has no meaning here
+  with pytest.raises(config_lib.ConfigError, match="unknown key input"):
+    eval_config(bad)
+
+
+def test_eval_defaults_are_the_typed_defaults():
+  """configs/eval_common.py starts from EvalConfig's defaults: one place for each default."""
+  from configs import eval_common
+  from vicmae_jax.evaluation.config import EvalConfig, eval_config
+  typed = eval_config(eval_common.base_config("knn"))
+  assert typed.knn == EvalConfig().knn and typed.optim == EvalConfig().optim
+  assert typed.aug == EvalConfig().aug and typed.linprobe == EvalConfig().linprobe
+  assert typed.mode == "knn"
+
+
 def test_finetune_recipe_matches_the_release():
   c = load("finetune_in1k_vitb", "init=export,path=/x")
   assert (c.batch_size, c.num_epochs, c.optim.base_lr, c.optim.layer_decay) == (1024, 100, 5e-4, 0.65)

@@ -50,8 +50,10 @@ class FeatureStep:
 def build_feature_step(config, mesh, batch_size: int) -> FeatureStep:
   """`compile_check`'s view of the frozen-encoder step: the config's architecture, the encoder
   replicated (or FSDP-sharded by the usual rules), a batch of images sharded over the mesh."""
-  from vicmae_jax import config_lib, flops, hardware, sharding
-  cfg = config_lib.model_config(config)
+  from vicmae_jax import flops, hardware, sharding
+  from vicmae_jax.evaluation.config import eval_config
+  config = eval_config(config)
+  cfg = config.model
   graphdef, state = nnx.split(nnx.eval_shape(lambda: ViTEncoder(cfg, rngs=nnx.Rngs(0))))
   shardings = sharding.tree_shardings(state, mesh, config.mesh.fsdp_min_mb)
   state = sharding.skeleton(state, shardings)

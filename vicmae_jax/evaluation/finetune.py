@@ -33,6 +33,7 @@ from vicmae_jax import config_lib, flops, hardware, logging_utils, optim, run_li
 from vicmae_jax.evaluation import augment, init as init_lib, layer_decay, metrics, video_augment
 from vicmae_jax.evaluation import video_data
 from vicmae_jax.evaluation import data as data_lib
+from vicmae_jax.evaluation.config import EvalConfig, eval_config
 from vicmae_jax.models import video_classifier
 from vicmae_jax.models.classifier import Classifier
 from vicmae_jax.models.config import ModelConfig
@@ -105,38 +106,40 @@ def eval_step(params: nnx.State, batch: dict[str, jax.Array], *, graphdef) -> di
 
 
 # --- setup helpers --------------------------------------------------------------------------------
-def resolve_model_config(config: ml_collections.ConfigDict) -> ModelConfig:
+def resolve_model_config(config: EvalConfig | ml_collections.ConfigDict) -> ModelConfig:
   """The config's model, with the architecture of the init source when `init.use_source_arch`."""
-  cfg = config_lib.model_config(config)
-  if config.init.source in ("workdir", "export") and config.init.get("use_source_arch", True):
+  config = eval_config(config)
+  cfg = config.model
+  if config.init.source in ("workdir", "export") and config.init.use_source_arch:
     src = init_lib.source_model_config(config.init.source, config.init.path)
     cfg = dataclasses.replace(cfg, **{k: getattr(src, k) for k in _ARCH_FIELDS}).resolve()
   return cfg
 
 
-def build_classifier(config: ml_collections.ConfigDict, model_cfg: ModelConfig,
+def build_classifier(config: EvalConfig | ml_collections.ConfigDict, model_cfg: ModelConfig,
                      num_classes: int) -> Classifier:
+  config = eval_config(config)
   return Classifier(model_cfg, num_classes, readout=config.head.readout,
                     drop_path_rate=config.head.drop_path,
                     rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
 
 
-def train_transform_fn(config, image_size: int):
+def train_transform_fn(config: EvalConfig, image_size: int):
   a = config.aug
   return functools.partial(augment.train_transform, size=image_size,
                            rand_augment_n=a.rand_augment_n, rand_augment_m=a.rand_augment_m,
                            reprob=a.reprob, scale=(a.scale_min, 1.0),
-                           hflip=a.get("hflip", True))
+                           hflip=a.hflip)
 
 
-def mix_fn(config, num_classes: int):
+def mix_fn(config: EvalConfig, num_classes: int):
   a = config.aug
   return functools.partial(augment.mixup_cutmix, num_classes=num_classes, mixup_alpha=a.mixup,
                            cutmix_alpha=a.cutmix, switch_prob=a.switch_prob, prob=a.mix_prob,
                            smoothing=a.smoothing)
 
 
-def evaluate(eval_fn, params, source, config, image_size: int, batch_sharding) -> dict[str, float]:
+def evaluate(eval_fn, params, source, config: EvalConfig, image_size: int, batch_sharding) -> dict[str, float]:
   """Top-1/top-5 (%) over every example of `source` exactly once."""
   transform = functools.partial(augment.eval_transform, size=image_size,
                                 crop_pct=config.aug.crop_pct)
@@ -147,48 +150,50 @@ def evaluate(eval_fn, params, source, config, image_size: int, batch_sharding) -
   return acc.result()
 
 
-def is_video(config: ml_collections.ConfigDict) -> bool:
-  return bool(config.get("video") and config.video.enabled)
+def is_video(config: EvalConfig | ml_collections.ConfigDict) -> bool:
+  return eval_config(config).is_video
 
 
-def video_kwargs(config) -> dict[str, Any]:
+def video_kwargs(config: EvalConfig) -> dict[str, Any]:
   v = config.video
   return dict(num_frames=v.num_frames, stride=v.stride, sampling=v.sampling)
 
 
-def video_sample_fn(config, source, image_size: int):
+def video_sample_fn(config: EvalConfig, source, image_size: int):
   """`TrainIterator.sample_fn`: `video.repeat_aug` augmented clips per decoded video."""
   v, a = config.video, config.aug
   return functools.partial(
       video_data.load_train_clips, source=source, repeats=v.repeat_aug, size=image_size,
       crop=v.train_crop, scale=(a.scale_min, 1.0),
       jitter_scales=video_augment.jitter_scales_for(image_size, tuple(v.jitter_scales)),
-      hflip=a.get("hflip", True), rand_augment_n=a.rand_augment_n,
+      hflip=a.hflip, rand_augment_n=a.rand_augment_n,
       rand_augment_m=a.rand_augment_m, reprob=a.reprob, **video_kwargs(config))
 
 
-def _new_video_model(config, model_cfg: ModelConfig, num_classes: int):
+def _new_video_model(config: EvalConfig, model_cfg: ModelConfig, num_classes: int):
   return video_classifier.VideoClassifier(
       model_cfg, num_classes, num_frames=config.video.num_frames, tubelet=config.video.tubelet,
       drop_path_rate=config.head.drop_path, head_dropout=config.video.head_dropout,
       rngs=nnx.Rngs(params=jax.random.PRNGKey(config.seed)))
 
 
-def build_video_model(config, model_cfg: ModelConfig, num_classes: int):
+def build_video_model(config: EvalConfig | ml_collections.ConfigDict, model_cfg: ModelConfig,
+                      num_classes: int):
   """VideoClassifier with the image encoder of `config.init` inflated to tubelets."""
+  config = eval_config(config)
   model = _new_video_model(config, model_cfg, num_classes)
   if config.init.source == "none":
     return model, None
   image = build_classifier(config, model_cfg, 1)
   report = init_lib.init_encoder(image, config.init.source, config.init.path,
-                                 config.init.get("layout") or None)
+                                 config.init.layout or None)
   encoder = jax.tree.map(np.asarray, nnx.to_pure_dict(nnx.state(image.encoder, nnx.Param)))
   loaded = video_classifier.init_from_image_encoder(model, encoder)
   logging.info("video model initialised from the image encoder: %s", loaded)
   return model, report
 
 
-def evaluate_video(logits_fn, params, source, config, image_size: int, batch_sharding
+def evaluate_video(logits_fn, params, source, config: EvalConfig, image_size: int, batch_sharding
                    ) -> dict[str, float]:
   """Per-video accuracy over spatial x temporal views, every view exactly once."""
   v = config.video
@@ -213,18 +218,20 @@ def evaluate_video(logits_fn, params, source, config, image_size: int, batch_sha
   return out
 
 
-def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
+def validate(config: EvalConfig | ml_collections.ConfigDict, device_count: int) -> None:
+  """Checks a fine-tuning config against the devices: one ConfigError naming every problem
+  (unknown keys and bad modes or init sources included, from `eval_config`)."""
+  config = eval_config(config)
   problems = []
   for name in ("batch_size", "eval_batch_size"):
-    if config[name] % device_count:
-      problems.append(f"{name} {config[name]} is not divisible by the {device_count} devices")
+    if getattr(config, name) % device_count:
+      problems.append(f"{name} {getattr(config, name)} is not divisible by the {device_count} "
+                      "devices")
   if config.head.readout not in ("cls", "mean"):
     problems.append(f"head.readout must be cls or mean, got {config.head.readout!r}")
-  if config.init.source not in init_lib.SOURCES:
-    problems.append(f"init.source must be one of {init_lib.SOURCES}")
   if config.init.source != "none" and not config.init.path:
     problems.append(f"init.source {config.init.source!r} needs init.path")
-  if is_video(config):
+  if config.is_video:
     v = config.video
     if v.repeat_aug < 1 or config.batch_size % (v.repeat_aug * jax.process_count()):
       problems.append(f"batch_size {config.batch_size} is not a multiple of video.repeat_aug "
@@ -237,10 +244,8 @@ def validate(config: ml_collections.ConfigDict, device_count: int) -> None:
     raise config_lib.ConfigError("Invalid config:\n  " + "\n  ".join(problems))
 
 
-def _with_source(config: ml_collections.ConfigDict, source: str) -> ml_collections.ConfigDict:
-  c = ml_collections.ConfigDict(config.to_dict())
-  c.init.source = source
-  return c
+def _with_source(config: EvalConfig, source: str) -> EvalConfig:
+  return dataclasses.replace(config, init=dataclasses.replace(config.init, source=source))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -260,22 +265,23 @@ class FinetuneStep:
   model_flops: float      # analytic training FLOPs of one step (flops.py conventions)
 
 
-def schedule_steps(config: ml_collections.ConfigDict, per_epoch: int) -> tuple[int, int]:
+def schedule_steps(config: EvalConfig, per_epoch: int) -> tuple[int, int]:
   """(total steps, warm-up steps) of a fine-tuning config."""
   sched = optim.schedule(per_epoch, num_epochs=config.num_epochs,
                          warmup_epochs=config.optim.warmup_epochs, total_steps=config.total_steps)
   return sched.total_steps, sched.warmup_steps
 
 
-def build_finetune_step(config: ml_collections.ConfigDict, mesh, *, num_classes: int,
+def build_finetune_step(config: EvalConfig | ml_collections.ConfigDict, mesh, *, num_classes: int,
                         model_cfg: ModelConfig | None = None, model=None, total: int | None = None,
                         warmup: int | None = None) -> FinetuneStep:
   """Optimizer, state skeleton and jitted steps of a fine-tuning config: what `finetune` runs
   and `compile_check` compiles for a named slice. `model` (concrete or abstract) defaults to an
   abstract one of `model_cfg` (default: the config's architecture); `total`/`warmup` default to
   the config's own (the schedule is a value in the program, not a shape)."""
-  model_cfg = model_cfg or config_lib.model_config(config)
-  video = is_video(config)
+  config = eval_config(config)
+  model_cfg = model_cfg or config.model
+  video = config.is_video
   if model is None:
     new = _new_video_model if video else build_classifier
     model = nnx.eval_shape(lambda: new(config, model_cfg, num_classes))
@@ -329,13 +335,11 @@ class _Data:
   per_epoch: int
 
 
-def _open_data(config: ml_collections.ConfigDict, image_size: int, batch_sharding) -> _Data:
+def _open_data(config: EvalConfig, image_size: int, batch_sharding) -> _Data:
   """The train and val sources, the resumable train iterator, and the steps per epoch."""
-  video = is_video(config)
+  video = config.is_video
   build = video_data.build_video_source if video else data_lib.build_source
-  spec = config.data.to_dict()
-  if video:
-    spec["short_side"] = config.video.short_side
+  spec = config.data.spec(short_side=config.video.short_side) if video else config.data.spec()
   train_src, val_src = build(spec, "train"), build(spec, "val")
   num_classes = config.num_classes or train_src.num_classes
   if video:
@@ -354,27 +358,28 @@ def _open_data(config: ml_collections.ConfigDict, image_size: int, batch_shardin
   return _Data(train_src, val_src, num_classes, it, per_epoch)
 
 
-def _initial_model(config: ml_collections.ConfigDict, model_cfg: ModelConfig, num_classes: int,
+def _initial_model(config: EvalConfig, model_cfg: ModelConfig, num_classes: int,
                    resuming: bool) -> tuple[nnx.Module, Any]:
   """The classifier with its initial weights, and the init report (None when resuming: the
   checkpoint overwrites everything, so the init source is not read)."""
-  if is_video(config):
+  if config.is_video:
     return build_video_model(_with_source(config, "none") if resuming else config, model_cfg,
                              num_classes)
   model = build_classifier(config, model_cfg, num_classes)
   report = None if resuming else init_lib.init_encoder(
-      model, config.init.source, config.init.path, config.init.get("layout") or None)
+      model, config.init.source, config.init.path, config.init.layout or None)
   return model, report
 
 
-def finetune(config: ml_collections.ConfigDict, workdir: str,
+def finetune(config: EvalConfig | ml_collections.ConfigDict, workdir: str,
              stop_after_steps: int | None = None) -> dict[str, Any]:
   """Fine-tunes (resuming from `workdir`); returns {'state', 'eval' (final metrics), 'init'}.
 
   `stop_after_steps` ends the run early after a checkpoint, as a preemption would (tests).
   """
+  written, config = config, eval_config(config)
   validate(config, jax.device_count())
-  video = is_video(config)
+  video = config.is_video
   model_cfg = resolve_model_config(config)
   image_size = model_cfg.image_size
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
@@ -388,7 +393,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str,
                len(train_src), len(val_src), num_classes, data.per_epoch, total, warmup)
 
   logging.info("=== model and optimizer")
-  run = run_lib.open_run(config, workdir)
+  run = run_lib.open_run(written, workdir)  # saves the config as written with each checkpoint
   model, report = _initial_model(config, model_cfg, num_classes, run.resuming())
   built = build_finetune_step(config, mesh, num_classes=num_classes, model_cfg=model_cfg,
                               model=model, total=total, warmup=warmup)

@@ -24,6 +24,7 @@ from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import features as features_lib
 from vicmae_jax.evaluation import finetune, init as init_lib, knn as knn_lib, linear_probe
+from vicmae_jax.evaluation.config import EvalConfig, eval_config
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.vit import ViTEncoder
 
@@ -36,20 +37,21 @@ def _readouts(spec: str) -> list[str]:
   return out
 
 
-def load_encoder(config: ml_collections.ConfigDict) -> tuple[ViTEncoder, ModelConfig,
-                                                             init_lib.InitReport]:
+def load_encoder(config: EvalConfig | ml_collections.ConfigDict
+                 ) -> tuple[ViTEncoder, ModelConfig, init_lib.InitReport]:
   """The initialised encoder of `config.init` (a frozen classifier's encoder)."""
+  config = eval_config(config)
   model_cfg = finetune.resolve_model_config(config)
   model = finetune.build_classifier(config, model_cfg, 1)
   report = init_lib.init_encoder(model, config.init.source, config.init.path,
-                                 config.init.get("layout") or None)
+                                 config.init.layout or None)
   return model.encoder, model.cfg, report
 
 
-def split_features(config, encoder: ViTEncoder, image_size: int, split: str,
+def split_features(config: EvalConfig, encoder: ViTEncoder, image_size: int, split: str,
                    source: data_lib.LabelledSource | None = None) -> dict[str, np.ndarray]:
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
-  source = source or data_lib.build_source(config.data.to_dict(), split)
+  source = source or data_lib.build_source(config.data.spec(), split)
   return features_lib.extract_features(
       encoder, source, batch_size=config.eval_batch_size, image_size=image_size,
       crop_pct=config.aug.crop_pct, sharding=sharding.batch_sharding(mesh),
@@ -69,7 +71,7 @@ def _write(workdir: str, name: str, results: dict[str, Any]) -> None:
   logging.info("%s results: %s", name, results)
 
 
-def _frozen_features(config: ml_collections.ConfigDict, workdir: str):
+def _frozen_features(config: EvalConfig, workdir: str):
   """(train features, val features, number of classes, init report) of the configured encoder."""
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   encoder, cfg, report = load_encoder(config)
@@ -79,7 +81,7 @@ def _frozen_features(config: ml_collections.ConfigDict, workdir: str):
   return train, val, num_classes, report
 
 
-def _probe_config(config: ml_collections.ConfigDict) -> linear_probe.ProbeConfig:
+def _probe_config(config: EvalConfig) -> linear_probe.ProbeConfig:
   lp = config.linprobe
   return linear_probe.ProbeConfig(epochs=lp.epochs, batch_size=lp.batch_size,
                                   base_lr=lp.base_lr, warmup_epochs=lp.warmup_epochs,
@@ -87,12 +89,13 @@ def _probe_config(config: ml_collections.ConfigDict) -> linear_probe.ProbeConfig
                                   trust_coefficient=lp.trust_coefficient, seed=config.seed)
 
 
-def linprobe(config: ml_collections.ConfigDict, workdir: str,
+def linprobe(config: EvalConfig | ml_collections.ConfigDict, workdir: str,
              stop_after_steps: int | None = None) -> dict[str, Any]:
   """Linear probe (MAE recipe head + LARS) on each readout: augmented every epoch
   (`linprobe.augment`, MAE's protocol) or on features cached once."""
-  if config.linprobe.get("augment", False):
-    return _augmented_linprobe(config, workdir, stop_after_steps)
+  written, config = config, eval_config(config)
+  if config.linprobe.augment:
+    return _augmented_linprobe(config, written, workdir, stop_after_steps)
   train, val, num_classes, report = _frozen_features(config, workdir)
   results: dict[str, Any] = {"init": report.summary()}
   for r in _readouts(config.linprobe.readouts):
@@ -103,7 +106,7 @@ def linprobe(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
+def _augmented_linprobe(config: EvalConfig, written: Any, workdir: str,
                         stop_after_steps: int | None) -> dict[str, Any]:
   """MAE's probe: every step a fresh RandomResizedCrop + flip batch through the frozen encoder,
   one head per readout updated side by side; Orbax checkpoints (heads + data iterator) with
@@ -116,7 +119,7 @@ def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
   encoder, cfg, report = load_encoder(config)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   batch_sharding = sharding.batch_sharding(mesh)
-  train_src = data_lib.build_source(config.data.to_dict(), "train")
+  train_src = data_lib.build_source(config.data.spec(), "train")
   # The largest batch up to the configured one that the split and the devices allow.
   batch = min(lp.batch_size, len(train_src)) // jax.device_count() * jax.device_count()
   if batch == 0:
@@ -135,7 +138,7 @@ def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
                                 reprob=0.0, scale=(lp.scale_min, 1.0))
   it = data_lib.TrainIterator(train_src, batch, config.seed, transform=transform,
                               sharding=batch_sharding, threads=config.data.threads)
-  run = run_lib.open_run(config, workdir)
+  run = run_lib.open_run(written, workdir)  # saves the config as written with each checkpoint
   state, step = run.restore_or_init(sharding.skeleton(heads.state, replicated),
                                     lambda: heads.state, it)
   total = heads.total_steps
@@ -171,8 +174,9 @@ def _augmented_linprobe(config: ml_collections.ConfigDict, workdir: str,
   return results
 
 
-def knn(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def knn(config: EvalConfig | ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Weighted kNN (k, temperature from config.knn) on each readout."""
+  config = eval_config(config)
   train, val, num_classes, report = _frozen_features(config, workdir)
   results: dict[str, Any] = {"init": report.summary()}
   for r in _readouts(config.knn.readouts):
@@ -184,8 +188,9 @@ def knn(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   return results
 
 
-def extract(config: ml_collections.ConfigDict, workdir: str) -> dict[str, list[str]]:
+def extract(config: EvalConfig | ml_collections.ConfigDict, workdir: str) -> dict[str, list[str]]:
   """Writes WORKDIR/features/{split}_{cls,mean,label}.npy (+ .array_record if configured)."""
+  config = eval_config(config)
   encoder, cfg, report = load_encoder(config)
   logging.info(report.summary())
   out = {}

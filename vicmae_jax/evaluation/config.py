@@ -1,0 +1,224 @@
+"""The typed settings of the evaluation modes: fine-tuning, linear probe, kNN, feature extraction.
+
+`EvalConfig` (frozen dataclasses all the way down, as `config_lib.PretrainConfig` is for
+pretraining) holds every key of `configs/finetune_*.py`, `linprobe_*.py` and `knn_*.py` with its
+default: the released ViT-B/16 ImageNet fine-tuning recipe, MAE's linear probe and k = 20,
+T = 0.07 (docs/evaluation.md). configs/eval_common.py starts its ConfigDict from `eval_defaults()`,
+so every key is settable from the command line; `eval_config` reads a ConfigDict back, rejecting
+keys it does not know (by path), and the trainers read only the typed object.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import ml_collections
+
+from vicmae_jax import config_lib, typed_config
+from vicmae_jax.evaluation.init import SOURCES as INIT_SOURCES
+from vicmae_jax.models.config import ModelConfig
+from vicmae_jax.run_lib import CheckpointConfig
+from vicmae_jax.sharding import MeshConfig
+
+MODES = ("finetune", "linprobe", "knn", "extract_features")
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig:
+  """Where the encoder's weights come from: `none` (random), a pretraining `workdir`, an
+  `export`ed encoder or a `pytorch` checkpoint (`layout`: its key layout, '' = detected).
+  `use_source_arch`: take the architecture from the source when it records one."""
+
+  source: str = "workdir"
+  path: str = ""
+  layout: str = ""
+  use_source_arch: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadConfig:
+  """The classifier on the encoder: `readout` cls token or mean of the patch tokens."""
+
+  readout: str = "cls"
+  drop_path: float = 0.1
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """A labelled source with a train and a val split (docs/evaluation.md, "Data"):
+  image kinds `tfds` (name, train/val split names, data_dir, image_key, label_key),
+  `image_folder` (train/val folders), `toy` (toy, train_size/val_size, num_classes, size, seed);
+  video kinds (an index per split as in data.index, under `root`: kinetics_csv, video_csv, ssv2
+  with `labels`, ...) and `toy_video` (frames, size). `threads`: host decode threads."""
+
+  kind: str = "tfds"
+  name: str = "imagenet2012"
+  train: str = "train"
+  val: str = "validation"
+  data_dir: str = ""
+  image_key: str = "image"
+  label_key: str = "label"
+  root: str = ""
+  labels: str = ""
+  on_missing: str = "error"
+  threads: int = 16
+  train_size: int = 0
+  val_size: int = 0
+  toy: str = "color"
+  num_classes: int = 0
+  size: int = 0
+  frames: int = 16
+  seed: int = 0
+
+  def spec(self, **extra: Any) -> dict[str, Any]:
+    """The source spec the builders read (`evaluation.data.build_source`, video_data's)."""
+    return {**dataclasses.asdict(self), **extra}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """AdamW with layer-wise lr decay; lr = base_lr x batch / 256 (optim.peak_learning_rate)."""
+
+  base_lr: float = 5e-4
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+  weight_decay: float = 0.05
+  warmup_epochs: float = 5.0
+  min_lr: float = 1e-6
+  layer_decay: float = 0.65
+  grad_clip: float = 0.0        # global-norm clip (0: off)
+  accum_steps: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AugConfig:
+  """timm's fine-tuning augmentation: RandAugment (n ops at magnitude m), random erasing
+  probability, mixup/cutmix, label smoothing, RandomResizedCrop scale, eval centre-crop ratio."""
+
+  rand_augment_n: int = 2
+  rand_augment_m: float = 9.0
+  reprob: float = 0.25
+  mixup: float = 0.8
+  cutmix: float = 1.0
+  switch_prob: float = 0.5
+  mix_prob: float = 1.0
+  smoothing: float = 0.1
+  crop_pct: float = 0.875
+  scale_min: float = 0.08
+  hflip: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoConfig:
+  """Video fine-tuning (off for images; MAE-ST's K400 recipe otherwise). repeat_aug: clips per
+  decoded video, counted in batch_size (so an epoch takes repeat_aug x the steps); head_dropout:
+  before the head, training only; train_crop 'rrc' (RandomResizedCrop with aug.scale_min) or
+  'jitter' (short side in jitter_scales, given for 224 px and scaled to the model's image size,
+  then a random crop); short_side bounds the decoded frames; test_spatial x test_temporal views
+  are averaged per video."""
+
+  enabled: bool = False
+  num_frames: int = 16
+  stride: int = 4
+  tubelet: int = 2
+  sampling: str = "clip"
+  test_spatial: int = 3
+  test_temporal: int = 7
+  repeat_aug: int = 2
+  head_dropout: float = 0.3
+  train_crop: str = "rrc"
+  jitter_scales: tuple[int, ...] = (256, 320)
+  short_side: int = 320
+
+
+@dataclasses.dataclass(frozen=True)
+class LinprobeConfig:
+  """MAE's linear probe (BatchNorm without affine + linear head, LARS) per readout.
+  augment=True: MAE's protocol, a fresh RandomResizedCrop + flip of every training image in
+  every epoch through the frozen encoder; False: features cached once (centre crop)."""
+
+  readouts: str = "cls,mean"
+  epochs: int = 90
+  batch_size: int = 16384
+  base_lr: float = 0.1
+  warmup_epochs: int = 10
+  weight_decay: float = 0.0
+  trust_coefficient: float = 0.001
+  augment: bool = True
+  scale_min: float = 0.08
+
+
+@dataclasses.dataclass(frozen=True)
+class KnnConfig:
+  """Temperature-weighted kNN votes per readout."""
+
+  readouts: str = "cls,mean"
+  k: int = 20
+  temperature: float = 0.07
+
+
+@dataclasses.dataclass(frozen=True)
+class FeaturesConfig:
+  """`extract_features`: the splits written, and ArrayRecord copies besides the .npy files."""
+
+  splits: str = "train,val"
+  array_record: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Every setting of the evaluation modes (`mode` picks one)."""
+
+  mode: str = "finetune"
+  seed: int = 0
+  model: ModelConfig = ModelConfig()
+  num_classes: int = 0          # 0: from the data source
+  init: InitConfig = InitConfig()
+  head: HeadConfig = HeadConfig()
+  data: DataConfig = DataConfig()
+  batch_size: int = 1024
+  eval_batch_size: int = 1024
+  num_epochs: float = 100.0
+  steps_per_epoch: int = 0      # 0: dataset size // batch_size
+  total_steps: int = 0          # 0: num_epochs * steps_per_epoch
+  optim: OptimConfig = OptimConfig()
+  aug: AugConfig = AugConfig()
+  video: VideoConfig = VideoConfig()
+  eval_every_steps: int = 0     # 0: at the end only
+  log_every_steps: int = 50
+  mesh: MeshConfig = MeshConfig()
+  checkpoint: CheckpointConfig = CheckpointConfig()
+  linprobe: LinprobeConfig = LinprobeConfig()
+  knn: KnnConfig = KnnConfig()
+  features: FeaturesConfig = FeaturesConfig()
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+    if self.init.source not in INIT_SOURCES:
+      raise ValueError(f"init.source must be one of {INIT_SOURCES}, got {self.init.source!r}")
+
+  @property
+  def is_video(self) -> bool:
+    return self.video.enabled
+
+
+def eval_defaults() -> dict[str, Any]:
+  """EvalConfig's defaults as the nested dict an evaluation recipe's ConfigDict starts from."""
+  out = typed_config.to_dict(EvalConfig())
+  out["model"] = config_lib.model_defaults()
+  return out
+
+
+def eval_config(c: EvalConfig | ml_collections.ConfigDict) -> EvalConfig:
+  """The typed settings of an evaluation ConfigDict (unknown keys are errors, by path), with the
+  model resolved; an EvalConfig is returned as it is."""
+  if isinstance(c, EvalConfig):
+    return c
+  d = c.to_dict()
+  d["model"] = config_lib.model_config(c)
+  try:
+    return typed_config.from_mapping(EvalConfig, d)
+  except ValueError as e:
+    raise config_lib.ConfigError(f"Invalid config: {e}") from e
