@@ -249,3 +249,13 @@ def relabel(idx: Index, classes: Sequence[str]) -> Index:
     raise IndexFormatError(f'{idx.origin}: classes not in the training split: {unknown[:10]}')
   labels = tuple(-1 if y < 0 else ids[idx.classes[y]] for y in idx.labels)
   return dataclasses.replace(idx, labels=labels, classes=tuple(classes))
+
+
+def read_split(spec: Mapping[str, Any], split: str) -> Index:
+  """Split `split` of a labelled spec that names one index per split ({'kind', 'train': ...,
+  'val': ..., 'root', ...}: the fine-tuning and probe sources), numbered by the training
+  split's classes (a validation split that lacks a class must not shift the others; reading the
+  training index again costs seconds, once per run)."""
+  def one(name: str, classes=None) -> Index:
+    return read_index({**spec, 'path': spec[name]}, classes=classes)
+  return one(split, None if split == 'train' else one('train').classes or None)

@@ -105,7 +105,7 @@ def _flatten_repeats(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
           for key, x in batch.items()}
 
 
-def _ensure_absl_flags_parsed() -> None:
+def ensure_absl_flags_parsed() -> None:
   # grain 0.2.18's mp_prefetch reads an absl flag; outside absl.app.run (scripts, notebooks,
   # pytest) that raises UnparsedFlagAccessError. Marking flags parsed is what app.run would do.
   from absl import flags
@@ -198,7 +198,7 @@ def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: S
   it = it.batch(local // k, drop_remainder=True).map(_flatten_repeats)
   workers = config.num_workers
   if workers > 0:
-    _ensure_absl_flags_parsed()
+    ensure_absl_flags_parsed()
     it = it.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=workers, per_worker_buffer_size=config.worker_buffer_size))
   return it

@@ -49,7 +49,8 @@ class DataConfig:
   image kinds `tfds` (name, train/val split names, data_dir, image_key, label_key),
   `image_folder` (train/val folders), `toy` (toy, train_size/val_size, num_classes, size, seed);
   video kinds (an index per split as in data.index, under `root`: kinetics_csv, video_csv, ssv2
-  with `labels`, ...) and `toy_video` (frames, size). `threads`: host decode threads."""
+  with `labels`, ...) and `toy_video` (frames, size). `threads`: read threads per process;
+  `num_workers`: Grain worker processes of the training input (0: in this process)."""
 
   kind: str = "tfds"
   name: str = "imagenet2012"
@@ -62,6 +63,7 @@ class DataConfig:
   labels: str = ""
   on_missing: str = "error"
   threads: int = 16
+  num_workers: int = 0
   train_size: int = 0
   val_size: int = 0
   toy: str = "color"

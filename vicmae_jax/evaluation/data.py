@@ -1,27 +1,32 @@
-"""Labelled image data for evaluation: sources, a resumable train iterator, exact-once eval batches.
+"""Labelled image data for evaluation: sources, a resumable Grain train input, exact-once eval batches.
 
 Sources give `(uint8 HxWx3 image, int label)` by index:
   ArraySource        in-memory arrays (tests, small data sets)
-  ImageFolderSource  ImageNet layout: root/<class name>/<image>; classes sorted by name
+  IndexedImageSource image files of a `data.index.Index` (the pretraining sources' readers:
+                     `image_folder` ImageNet layout, `image_csv` path,label lists)
   TfdsLabelledSource `tfds.data_source` (imagenet2012, places365_small, ...), decoded here
 
-The train iterator is a pure function of (seed, step): batch `s` takes positions
-[s*V, (s+1)*V) of an infinite sequence of per-epoch permutations (V = B / repeats examples per
-batch, each giving `repeats` rows: repeated augmentation), and every random choice comes from a
-generator seeded with (seed, step, slot). Its state is just the step, so resuming a fine-tune
-reproduces the uninterrupted run exactly.
+The train input is a pure function of (seed, step): batch `s` takes positions [s*V, (s+1)*V) of
+an infinite sequence of per-epoch permutations (V = B / repeats examples per batch, each giving
+`repeats` rows: repeated augmentation), and every random choice comes from a generator seeded
+with (seed, step, slot). It runs on Grain as pretraining does (read threads, `mp_prefetch`
+worker processes); the batches do not depend on the number of workers or threads, and the
+saved state is just the step, so a resume replays the uninterrupted run exactly, with any
+number of workers or threads.
 """
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import json
-import os
 from typing import Any, Callable, Protocol
 
+import grain
 import jax
 import numpy as np
 
-from vicmae_jax.data import images as images_lib
+from vicmae_jax.data import images as images_lib, index as index_lib
+from vicmae_jax.data.pipeline import ensure_absl_flags_parsed
 from vicmae_jax.evaluation import augment, metrics
 from vicmae_jax.sharding import local_rows, to_global
 
@@ -46,31 +51,23 @@ class ArraySource:
     return self.images[i], int(self.labels[i])
 
 
-class ImageFolderSource:
-  """root/<class>/<file> (ImageNet layout); `classes` fixes the label order across splits."""
+class IndexedImageSource:
+  """The labelled image files of an index (classes numbered as the index numbers them)."""
 
-  def __init__(self, root: str, classes: list[str] | None = None, max_side: int | None = 1024):
-    self.root, self.max_side = root, max_side
-    self.classes = classes or sorted(d for d in os.listdir(root)
-                                     if os.path.isdir(os.path.join(root, d)))
-    self.num_classes = len(self.classes)
-    self.items: list[tuple[str, int]] = []
-    for label, name in enumerate(self.classes):
-      folder = os.path.join(root, name)
-      if not os.path.isdir(folder):
-        continue
-      for f in sorted(os.listdir(folder)):
-        if images_lib.is_image_file(f):
-          self.items.append((os.path.join(folder, f), label))
-    if not self.items:
-      raise FileNotFoundError(f"No labelled images under {root} (expected root/<class>/<image>).")
+  def __init__(self, index: index_lib.Index, max_side: int | None = 1024):
+    if any(y < 0 for y in index.labels):
+      raise index_lib.IndexFormatError(
+          f"{index.origin}: unlabelled images; a labelled split needs class folders "
+          "(root/<class>/<image>) or a path,label list")
+    self.index, self.max_side = index, max_side
+    self.classes = list(index.classes)
+    self.num_classes = len(index.classes) or int(max(index.labels) + 1)
 
   def __len__(self) -> int:
-    return len(self.items)
+    return len(self.index)
 
   def get(self, i: int) -> tuple[np.ndarray, int]:
-    path, label = self.items[i]
-    return images_lib.read_image(path, self.max_side), label
+    return images_lib.read_image(self.index.paths[i], self.max_side), int(self.index.labels[i])
 
 
 class TfdsLabelledSource:
@@ -93,9 +90,11 @@ class TfdsLabelledSource:
 
 
 def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
-  """{'kind': 'image_folder', 'train': DIR, 'val': DIR},
-  {'kind': 'toy', 'toy': 'color' | 'position', 'train_size': N, 'val_size': N} or
-  {'kind': 'tfds', 'name': ..., 'train': 'train', 'val': 'validation', 'data_dir': ...}."""
+  """The labelled split `split` of a spec naming one index per split (docs/evaluation.md):
+  {'kind': 'image_folder' | 'image_csv', 'train': PATH, 'val': PATH, 'root': ...} (read by
+  `data.index.read_split`, the pretraining sources' index readers),
+  {'kind': 'tfds', 'name': ..., 'train': 'train', 'val': 'validation', 'data_dir': ...} or
+  {'kind': 'toy', 'toy': 'color' | 'position', 'train_size': N, 'val_size': N}."""
   kind = spec["kind"]
   if kind == "toy":
     from vicmae_jax.evaluation import toy
@@ -103,17 +102,86 @@ def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
     imgs, labels = toy.make_toy(spec.get("toy", "color"), n, num_classes=spec.get("num_classes", 4),
                                 size=spec.get("size", 32), seed=spec.get("seed", 0) + (split != "train"))
     return ArraySource(imgs, labels, spec.get("num_classes", 4))
-  if kind == "image_folder":
-    classes = None
-    if split != "train" and spec.get("train"):
-      classes = sorted(d for d in os.listdir(spec["train"])
-                       if os.path.isdir(os.path.join(spec["train"], d)))
-    return ImageFolderSource(spec[split], classes=classes)
+  if kind in index_lib.IMAGE_KINDS:
+    return IndexedImageSource(index_lib.read_split(spec, split))
   if kind == "tfds":
     return TfdsLabelledSource(spec["name"], spec[split], spec.get("data_dir") or None,
                               image_key=spec.get("image_key", "image"),
                               label_key=spec.get("label_key", "label"))
-  raise ValueError(f"Unknown labelled source kind {kind!r} (image_folder or tfds).")
+  raise ValueError(f"Unknown labelled source kind {kind!r} "
+                   f"({', '.join(index_lib.IMAGE_KINDS)} or tfds).")
+
+
+# --- the train input ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Slots:
+  """Element e of this process's input -> (step, slot, source index): a random-access sequence
+  Grain reads (picklable: worker processes compute their own permutations).
+
+  Grain's `mp_prefetch` gives worker w the elements e = w, w + W, ... and takes whole batches
+  from the workers in turn. So that a batch never depends on W, element e is row k % L of batch
+  (k // L) * W + w (k = e // W, L rows per process and batch): worker w assembles batches
+  w, w + W, ... and the round robin returns them in order. Rows are this process's block of
+  slots, `process_index` * L onwards, of each global batch of V slots."""
+
+  num_examples: int
+  seed: int
+  per_step: int        # V: examples per global batch
+  local: int           # L: examples per process and batch
+  process_index: int
+  start_step: int
+  workers: int = 1
+
+  def __post_init__(self):
+    self._perm_epoch, self._perm = -1, None
+
+  def __len__(self) -> int:
+    return 2**62        # endless: epochs follow each other
+
+  def __getstate__(self):
+    return {k: v for k, v in self.__dict__.items() if not k.startswith("_perm")}
+
+  def __setstate__(self, state):
+    self.__dict__.update(state)
+    self.__post_init__()
+
+  def index(self, step: int, slot: int) -> int:
+    """The source index at global slot `slot` of batch `step` (per-epoch permutations)."""
+    epoch, offset = divmod(step * self.per_step + slot, self.num_examples)
+    if epoch != self._perm_epoch:
+      self._perm_epoch = epoch
+      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+    return int(self._perm[offset])
+
+  def __getitem__(self, e: int) -> tuple[int, int, int]:
+    w, k = e % self.workers, e // self.workers
+    step = self.start_step + (k // self.local) * self.workers + w
+    slot = self.process_index * self.local + k % self.local
+    return step, slot, self.index(step, slot)
+
+
+@dataclasses.dataclass
+class _Load:
+  """Grain map: (step, slot, index) -> {'image' [repeats, ...], 'label' [repeats], 'step'}."""
+
+  source: Any
+  seed: int
+  repeats: int
+  transform: Callable | None
+  sample_fn: Callable | None
+
+  def __call__(self, item: tuple[int, int, int]) -> dict[str, np.ndarray]:
+    step, slot, idx = item
+    rng = np.random.default_rng([self.seed, step, slot, 1])
+    if self.sample_fn is not None:
+      rows = self.sample_fn(int(idx), rng)
+      if len(rows) != self.repeats:
+        raise ValueError(f"sample_fn gave {len(rows)} rows, expected repeats={self.repeats}")
+    else:
+      img, label = self.source.get(int(idx))
+      rows = [(self.transform(img, rng), label)]
+    return {"image": np.stack([x for x, _ in rows]).astype(np.float32),
+            "label": np.array([y for _, y in rows], np.int32), "step": np.int64(step)}
 
 
 class TrainIterator:
@@ -122,13 +190,14 @@ class TrainIterator:
   `transform(img, rng) -> float image` and `mix(images, labels, rng) -> (images, targets)`.
   Or `sample_fn(index, rng) -> [(float array, label)] * repeats`, which loads example `index`
   itself and returns `repeats` rows (repeated augmentation: a video decoded once, augmented
-  `repeats` times); the rows of one example are adjacent in the batch.
+  `repeats` times); the rows of one example are adjacent in the batch. `threads` read threads
+  and `workers` Grain worker processes (0: in this process) load the examples.
   Works with `checkpointing.Checkpointer` (get_state / set_state, JSON-serialisable).
   """
 
   def __init__(self, source: LabelledSource, global_batch: int, seed: int, *,
                transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-               mix: Callable | None = None, sharding=None, threads: int = 1,
+               mix: Callable | None = None, sharding=None, threads: int = 1, workers: int = 0,
                sample_fn: Callable[[int, np.random.Generator], list[tuple[np.ndarray, int]]]
                | None = None, repeats: int = 1):
     if (transform is None) == (sample_fn is None):
@@ -137,51 +206,47 @@ class TrainIterator:
       raise ValueError(f"the per-process batch {global_batch // jax.process_count()} is not a "
                        f"multiple of repeats={repeats}")
     self.source, self.batch, self.seed = source, global_batch, seed
-    self.transform, self.mix, self.sharding = transform, mix, sharding
-    self.sample_fn, self.repeats = sample_fn, repeats
+    self.mix, self.sharding, self.repeats = mix, sharding, repeats
+    self.threads, self.workers = max(threads, 1), workers
     self.examples_per_batch = global_batch // repeats
-    self.step = 0
-    self._pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
     self.num_examples = len(source)
-    self._perm_cache: dict[int, np.ndarray] = {}
-
-  def _perm(self, epoch: int) -> np.ndarray:
-    if epoch not in self._perm_cache:
-      self._perm_cache = {epoch: np.random.default_rng([self.seed, epoch]).permutation(
-          self.num_examples)}
-    return self._perm_cache[epoch]
+    self._load = _Load(source, seed, repeats, transform, sample_fn)
+    self._inner = None
+    self.step = 0
 
   def indices(self, step: int) -> np.ndarray:
     """The source indices of batch `step` (B / repeats of them)."""
     v = self.examples_per_batch
-    pos = np.arange(step * v, (step + 1) * v)
-    epochs, offs = pos // self.num_examples, pos % self.num_examples
-    return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offs)])
+    slots = _Slots(self.num_examples, self.seed, v, v, 0, step)
+    return np.array([slots.index(step, j) for j in range(v)])
 
-  def _load(self, args: tuple[int, int, int]) -> list[tuple[np.ndarray, int]]:
-    step, slot, idx = args
-    rng = np.random.default_rng([self.seed, step, slot, 1])
-    if self.sample_fn is not None:
-      rows = self.sample_fn(int(idx), rng)
-      if len(rows) != self.repeats:
-        raise ValueError(f"sample_fn gave {len(rows)} rows, expected repeats={self.repeats}")
-      return rows
-    img, label = self.source.get(int(idx))
-    return [(self.transform(img, rng), label)]
+  def _open(self) -> Any:
+    """The Grain iterator of this process's batches from `self.step` on."""
+    local = self.examples_per_batch // jax.process_count()
+    slots = _Slots(self.num_examples, self.seed, self.examples_per_batch, local,
+                   jax.process_index(), self.step, max(self.workers, 1))
+    ds = grain.MapDataset.source(slots).map(self._load)
+    it = ds.to_iter_dataset(grain.ReadOptions(num_threads=self.threads,
+                                              prefetch_buffer_size=max(4 * self.threads, 2)))
+    it = it.batch(local, drop_remainder=True)
+    if self.workers > 0:
+      ensure_absl_flags_parsed()
+      it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                       per_worker_buffer_size=2))
+    return iter(it)
 
   def __iter__(self):
     return self
 
   def __next__(self) -> dict[str, Any]:
+    if self._inner is None:
+      self._inner = self._open()
+    batch = next(self._inner)
     step = self.step
-    rows = local_rows(self.batch)
-    slots = slice(rows.start // self.repeats, rows.stop // self.repeats)
-    idx = self.indices(step)[slots]
-    jobs = [(step, slots.start + r, i) for r, i in enumerate(idx)]
-    groups = list(self._pool.map(self._load, jobs)) if self._pool else [self._load(j) for j in jobs]
-    loaded = [row for group in groups for row in group]
-    images = np.stack([x for x, _ in loaded]).astype(np.float32)
-    labels = np.array([y for _, y in loaded], np.int32)
+    if int(batch["step"][0]) != step:
+      raise AssertionError(f"the input is at step {int(batch['step'][0])}, expected {step}")
+    images = batch["image"].reshape((-1,) + batch["image"].shape[2:])
+    labels = batch["label"].reshape(-1)
     if self.mix is not None:
       images, targets = self.mix(images, labels,
                                  np.random.default_rng([self.seed, step, jax.process_index(), 2]))
@@ -197,14 +262,16 @@ class TrainIterator:
   def set_state(self, state: bytes | dict[str, Any]) -> None:
     if isinstance(state, (bytes, str)):
       state = json.loads(state)
+    self.close()
     self.step = int(state["step"])
 
   def start_prefetch(self) -> None:
-    """Called by Grain's checkpoint handler after a restore; nothing is prefetched here."""
+    """Called by Grain's checkpoint handler after a restore; the input opens on first use."""
 
   def close(self) -> None:
-    if self._pool:
-      self._pool.shutdown()
+    inner, self._inner = self._inner, None
+    if inner is not None and hasattr(inner, "close"):
+      inner.close()
 
 
 def eval_iterator(source: LabelledSource, global_batch: int, *,

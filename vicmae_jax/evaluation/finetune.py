@@ -353,7 +353,8 @@ def _open_data(config: EvalConfig, image_size: int, batch_sharding) -> _Data:
     loader = dict(transform=train_transform_fn(config, image_size))
   it = data_lib.TrainIterator(train_src, config.batch_size, config.seed,
                               mix=mix_fn(config, num_classes), sharding=batch_sharding,
-                              threads=config.data.threads, **loader)
+                              threads=config.data.threads, workers=config.data.num_workers,
+                              **loader)
   per_epoch = config.steps_per_epoch or max(len(train_src) * repeats // config.batch_size, 1)
   return _Data(train_src, val_src, num_classes, it, per_epoch)
 

@@ -137,7 +137,8 @@ def _augmented_linprobe(config: EvalConfig, written: Any, workdir: str,
   transform = functools.partial(augment.train_transform, size=cfg.image_size, rand_augment_n=0,
                                 reprob=0.0, scale=(lp.scale_min, 1.0))
   it = data_lib.TrainIterator(train_src, batch, config.seed, transform=transform,
-                              sharding=batch_sharding, threads=config.data.threads)
+                              sharding=batch_sharding, threads=config.data.threads,
+                              workers=config.data.num_workers)
   run = run_lib.open_run(written, workdir)  # saves the config as written with each checkpoint
   state, step = run.restore_or_init(sharding.skeleton(heads.state, replicated),
                                     lambda: heads.state, it)

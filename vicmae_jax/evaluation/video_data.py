@@ -53,6 +53,13 @@ class VideoFileSource:
     self.counts: collections.Counter = collections.Counter()
     self._lock = threading.Lock()  # the train iterator's loader threads share one source
 
+  def __getstate__(self) -> dict[str, Any]:  # Grain ships sources to worker processes
+    return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+  def __setstate__(self, state: dict[str, Any]) -> None:
+    self.__dict__.update(state)
+    self._lock = threading.Lock()
+
   def __len__(self) -> int:
     return len(self.index)
 
@@ -164,13 +171,7 @@ def build_video_source(spec: dict[str, Any], split: str):
     return ArrayVideoSource(vids, labels, 2)
   if kind not in ("kinetics_csv", "ssv2", "video_folder"):
     raise ValueError(f"Unknown video source kind {kind!r}")
-
-  def split_index(name: str, classes=None) -> index_lib.Index:
-    return index_lib.read_index({**spec, "path": spec[name]}, classes=classes)
-  # The validation split is numbered by the training split's classes (reading the training
-  # index again costs seconds, once per run).
-  idx = split_index(split, None if split == "train" else split_index("train").classes or None)
-  return VideoFileSource(idx, spec.get("short_side", 320))
+  return VideoFileSource(index_lib.read_split(spec, split), spec.get("short_side", 320))
 
 
 # --- batching -------------------------------------------------------------------------------------
