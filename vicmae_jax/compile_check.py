@@ -7,7 +7,7 @@
   python -m vicmae_jax.compile_check --config=configs/vitb_k400.py --topology=cpu   # this machine
 
 The step is built by the trainers' own functions (`train.build_train_step`,
-`evaluation.finetune.build_finetune_step`, the probe's feature step) from the same config parsing,
+`evaluation.finetune_step.build_finetune_step`, the probe's feature step) from the same config parsing,
 validation, mesh and partition rules as `main`, over compile-only devices that libtpu describes
 (`topology.py`); nothing is allocated. It prints per chip: the arguments (parameters, optimizer,
 EMA target, batch), XLA's temporary and output bytes against the chip's HBM, FLOPs, bytes
@@ -227,7 +227,7 @@ def _num_classes(config: ml_collections.ConfigDict) -> int:
 
 def _finetune(config: ml_collections.ConfigDict, devices: list):
   from vicmae_jax import sharding
-  from vicmae_jax.evaluation import finetune
+  from vicmae_jax.evaluation import finetune, finetune_step
   from vicmae_jax.evaluation.config import eval_config
   # Compiling reads no weights: validate as if the encoder started from scratch.
   typed = eval_config(config)
@@ -235,7 +235,7 @@ def _finetune(config: ml_collections.ConfigDict, devices: list):
                     len(devices))
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
   classes = _num_classes(config)
-  built = finetune.build_finetune_step(config, mesh, num_classes=classes)
+  built = finetune_step.build_finetune_step(config, mesh, num_classes=classes)
   kind = "video " if finetune.is_video(config) else ""
   return (built.fn, (built.state, built.batch),
           {"params": built.state.params, "optimizer": built.state.opt_state,

@@ -198,15 +198,15 @@ def test_mean_readout_pools_before_the_final_norm_as_mae_global_pool():
 
 
 def test_weight_decay_mask_follows_timm():
-  from vicmae_jax.evaluation import finetune
+  from vicmae_jax.evaluation import finetune_step
   from vicmae_jax.models.video_classifier import VideoClassifier
-  mask = finetune.weight_decay_mask(nnx.to_pure_dict(nnx.state(_classifier(2), nnx.Param)))
+  mask = finetune_step.weight_decay_mask(nnx.to_pure_dict(nnx.state(_classifier(2), nnx.Param)))
   enc = mask["encoder"]
   assert not enc["cls_token"] and not enc["pos_embed"] and not enc["norm"]["scale"]
   assert enc["blocks"][0]["attn"]["qkv"]["kernel"] and mask["head"]["kernel"]
   assert not mask["head"]["bias"]
   vid = VideoClassifier(model_config("test", image_size=16), 3, num_frames=4, rngs=nnx.Rngs(0))
-  vmask = finetune.weight_decay_mask(nnx.to_pure_dict(nnx.state(vid, nnx.Param)))
+  vmask = finetune_step.weight_decay_mask(nnx.to_pure_dict(nnx.state(vid, nnx.Param)))
   assert not any(vmask[k] for k in ("pos_embed_spatial", "pos_embed_temporal", "pos_embed_class"))
   mult = layer_decay.layer_multipliers(nnx.to_pure_dict(nnx.state(vid, nnx.Param)), 2, 0.5)
   assert mult["pos_embed_temporal"] == 0.125 and mult["blocks"][1]["mlp"]["fc1"]["kernel"] == 0.5

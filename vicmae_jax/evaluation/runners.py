@@ -23,7 +23,7 @@ from vicmae_jax import logging_utils, run_lib, sharding
 from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import features as features_lib
-from vicmae_jax.evaluation import finetune, init as init_lib, knn as knn_lib, linear_probe
+from vicmae_jax.evaluation import classifiers, init as init_lib, knn as knn_lib, linear_probe
 from vicmae_jax.evaluation.config import EvalConfig, eval_config
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.vit import ViTEncoder
@@ -41,8 +41,8 @@ def load_encoder(config: EvalConfig | ml_collections.ConfigDict
                  ) -> tuple[ViTEncoder, ModelConfig, init_lib.InitReport]:
   """The initialised encoder of `config.init` (a frozen classifier's encoder)."""
   config = eval_config(config)
-  model_cfg = finetune.resolve_model_config(config)
-  model = finetune.build_classifier(config, model_cfg, 1)
+  model_cfg = classifiers.resolve_model_config(config)
+  model = classifiers.build_classifier(config, model_cfg, 1)
   report = init_lib.init_encoder(model, config.init.source, config.init.path,
                                  config.init.layout or None)
   return model.encoder, model.cfg, report
