@@ -136,3 +136,17 @@ def test_multislice_mesh_puts_slices_on_the_data_axis():
   config = vitl_k400.get_config("tiny")
   report = compile_check.check(config, devices, where="2x v5e-8")
   assert report.chips == 16 and report.flops > 0
+
+
+def test_a_scanned_step_reports_memory_but_no_roofline(tmp_path):
+  """XLA's cost analysis counts a loop body once: with scanned blocks (or accumulation) the
+  report keeps memory and compile time but predicts no step time or MFU, and says why."""
+  out = tmp_path / "report.json"
+  r = _cli("--config=configs/vitl_k400.py:tiny", "--topology=v5e-8", f"--json={out}",
+           "--config.model.scan_blocks=True")
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert "model.scan_blocks=True the model runs in a loop" in r.stdout
+  assert "predicted MFU" not in r.stdout
+  report = json.loads(out.read_text())
+  assert report["loops"] == ["model.scan_blocks=True"]
+  assert report["step_s"] is None and report["mfu"] is None and report["peak_memory"] > 0

@@ -77,6 +77,9 @@ class Report:
   collectives: dict[str, dict[str, float]]
   compile_s: float
   hlo: str = dataclasses.field(default="", repr=False)
+  # Settings that put the model's work in a loop (scanned blocks, gradient accumulation): XLA's
+  # cost analysis counts a loop body once, so its FLOPs, bytes and roofline undercount the step.
+  loops: tuple[str, ...] = ()
 
   @property
   def peak_memory(self) -> float:
@@ -91,7 +94,10 @@ class Report:
   def step_s(self) -> float | None:
     """Predicted step time: the compiler's roofline, or where it gives none (libtpu's cost
     model returns a negative `optimal_seconds` for v4) FLOPs / peak + bytes / HBM bandwidth,
-    which the compiler's figure tracks within ~10% on v5p (docs/scaling.md, calibration)."""
+    which the compiler's figure tracks within ~10% on v5p (docs/scaling.md, calibration).
+    None when the step runs its model in a loop (`loops`): the figures would undercount it."""
+    if self.loops:
+      return None
     if self.roofline_s and self.roofline_s > 0:
       return self.roofline_s
     if self.flops and self.bytes_accessed and self.peak_flops and self.hbm_bytes_per_s:
@@ -162,7 +168,8 @@ def _cost(compiled) -> dict[str, float]:
 
 
 def analyse(fn, args: tuple, arguments: dict[str, Any], *, what: str, devices: list,
-            model_flops_per_step: float | None, examples: int, example_name: str) -> Report:
+            model_flops_per_step: float | None, examples: int, example_name: str,
+            loops: tuple[str, ...] = ()) -> Report:
   """Lowers and compiles `fn(*args)` (abstract, sharded args) and reads XLA's analyses."""
   chip = hardware.chip_of(devices[0])
   sizes = {k: shard_bytes(v) for k, v in arguments.items()}
@@ -189,7 +196,7 @@ def analyse(fn, args: tuple, arguments: dict[str, Any], *, what: str, devices: l
       bytes_accessed=cost.get("bytes accessed"), roofline_s=cost.get("optimal_seconds"),
       model_flops=(model_flops_per_step / chips) if model_flops_per_step else None,
       examples_per_step=examples, example_name=example_name,
-      collectives=collectives(hlo), compile_s=compile_s, hlo=hlo)
+      collectives=collectives(hlo), compile_s=compile_s, hlo=hlo, loops=tuple(loops))
 
 
 # --- building the steps of each mode ------------------------------------------------------------
@@ -266,7 +273,18 @@ def check(config: ml_collections.ConfigDict, devices: list, *, where: str) -> Re
     raise ValueError(f"compile_check has no step for config.mode {config.mode!r}.")
   fn, args, arguments, model_flops, examples, name, what = _BUILDERS[config.mode](config, devices)
   return analyse(fn, args, arguments, what=f"{what} on {where}", devices=devices,
-                 model_flops_per_step=model_flops, examples=examples, example_name=name)
+                 model_flops_per_step=model_flops, examples=examples, example_name=name,
+                 loops=_loops(config))
+
+
+def _loops(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The settings of `config` that run the model's work in a compiled loop."""
+  out = []
+  if config.get("model", {}).get("scan_blocks", False):
+    out.append("model.scan_blocks=True")
+  if config.get("optim", {}).get("accum_steps", 1) > 1:
+    out.append(f"optim.accum_steps={config.optim.accum_steps}")
+  return tuple(out)
 
 
 def advice(config: ml_collections.ConfigDict, arguments: dict[str, float],
@@ -309,7 +327,11 @@ def format_report(r: Report) -> str:
       + (f"  (headroom {100 * r.headroom:.0f}%)" if r.headroom is not None else ""),
       f"    {'FLOPs (XLA)':<22} {r.flops:.4g}" if r.flops else f"    {'FLOPs (XLA)':<22} n/a",
   ]
-  if r.model_flops and r.flops:
+  if r.loops:
+    lines.append(f"    {'step time':<22} n/a: with {', '.join(r.loops)} the model runs in a loop "
+                 "whose body XLA's cost analysis counts once (FLOPs and bytes above undercount "
+                 "the step); compile without it for the roofline and MFU")
+  elif r.model_flops and r.flops:
     lines.append(f"    {'model FLOPs':<22} {r.model_flops:.4g}  (XLA / model {r.flops / r.model_flops:.2f}:"
                  f" rematerialisation and non-matmul work)")
   if r.bytes_accessed:

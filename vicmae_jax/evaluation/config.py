@@ -25,14 +25,12 @@ MODES = ("finetune", "linprobe", "knn", "extract_features")
 
 @dataclasses.dataclass(frozen=True)
 class InitConfig:
-  """Where the encoder's weights come from: `none` (random), a pretraining `workdir`, an
-  `export`ed encoder or a `pytorch` checkpoint (`layout`: its key layout, '' = detected).
-  `use_source_arch`: take the architecture from the source when it records one."""
+  """Where the encoder's weights come from."""
 
-  source: str = "workdir"
-  path: str = ""
-  layout: str = ""
-  use_source_arch: bool = True
+  source: str = "workdir"        # none (random) | workdir | export | pytorch
+  path: str = ""                 # the pretraining workdir, export directory or checkpoint file
+  layout: str = ""               # a pytorch checkpoint's key layout ('' = detected)
+  use_source_arch: bool = True   # the architecture of the source, when it records one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,32 +43,27 @@ class HeadConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-  """A labelled source with a train and a val split (docs/evaluation.md, "Data"):
-  image kinds `tfds` (name, train/val split names, data_dir, image_key, label_key),
-  `image_folder` (train/val folders), `toy` (toy, train_size/val_size, num_classes, size, seed);
-  video kinds (an index per split as in data.index, under `root`: kinetics_csv, video_csv, ssv2
-  with `labels`, ...) and `toy_video` (frames, size). `threads`: read threads per process;
-  `num_workers`: Grain worker processes of the training input (0: in this process)."""
+  """A labelled source with a train and a val split (docs/evaluation.md, "Data")."""
 
-  kind: str = "tfds"
-  name: str = "imagenet2012"
-  train: str = "train"
-  val: str = "validation"
-  data_dir: str = ""
-  image_key: str = "image"
+  kind: str = "tfds"             # tfds | image_folder | image_csv | toy | kinetics_csv | ssv2 | ...
+  name: str = "imagenet2012"     # tfds: the dataset
+  train: str = "train"           # the training split: a tfds split name, folder or index file
+  val: str = "validation"        # the validation split, likewise
+  data_dir: str = ""             # tfds: where the prepared dataset lives
+  image_key: str = "image"       # tfds: feature names
   label_key: str = "label"
-  root: str = ""
-  labels: str = ""
-  on_missing: str = "error"
-  threads: int = 16
-  num_workers: int = 0
-  train_size: int = 0
+  root: str = ""                 # index files: the folder relative paths start from
+  labels: str = ""               # ssv2: labels.json (template -> class id)
+  on_missing: str = "error"      # index rows naming missing files: error | skip
+  threads: int = 16              # read threads per process
+  num_workers: int = 0           # Grain worker processes of the training input (0: in-process)
+  train_size: int = 0            # toy kinds: examples per split
   val_size: int = 0
-  toy: str = "color"
-  num_classes: int = 0
-  size: int = 0
-  frames: int = 16
-  seed: int = 0
+  toy: str = "color"             # toy: color | position | stripes
+  num_classes: int = 0           # toy: classes
+  size: int = 0                  # toy kinds: image side
+  frames: int = 16               # toy_video: frames per video
+  seed: int = 0                  # toy kinds: generator seed
 
   def spec(self, **extra: Any) -> dict[str, Any]:
     """The source spec the builders read (`evaluation.data.build_source`, video_data's)."""
@@ -95,60 +88,55 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class AugConfig:
-  """timm's fine-tuning augmentation: RandAugment (n ops at magnitude m), random erasing
-  probability, mixup/cutmix, label smoothing, RandomResizedCrop scale, eval centre-crop ratio."""
+  """timm's fine-tuning augmentation (the released recipe's values)."""
 
-  rand_augment_n: int = 2
-  rand_augment_m: float = 9.0
-  reprob: float = 0.25
-  mixup: float = 0.8
-  cutmix: float = 1.0
-  switch_prob: float = 0.5
-  mix_prob: float = 1.0
-  smoothing: float = 0.1
-  crop_pct: float = 0.875
-  scale_min: float = 0.08
-  hflip: bool = True
+  rand_augment_n: int = 2        # RandAugment: ops per image
+  rand_augment_m: float = 9.0    # ... and their magnitude
+  reprob: float = 0.25           # random erasing probability
+  mixup: float = 0.8             # mixup alpha (0: off)
+  cutmix: float = 1.0            # cutmix alpha (0: off)
+  switch_prob: float = 0.5       # cutmix instead of mixup when both are on
+  mix_prob: float = 1.0          # batches mixed at all
+  smoothing: float = 0.1         # label smoothing
+  crop_pct: float = 0.875        # evaluation: centre crop of the resized image
+  scale_min: float = 0.08        # RandomResizedCrop's smallest area
+  hflip: bool = True             # horizontal flips (off for SSv2's direction classes)
 
 
 @dataclasses.dataclass(frozen=True)
 class VideoConfig:
-  """Video fine-tuning (off for images; MAE-ST's K400 recipe otherwise). repeat_aug: clips per
-  decoded video, counted in batch_size (so an epoch takes repeat_aug x the steps); head_dropout:
-  before the head, training only; train_crop 'rrc' (RandomResizedCrop with aug.scale_min) or
-  'jitter' (short side in jitter_scales, given for 224 px and scaled to the model's image size,
-  then a random crop); short_side bounds the decoded frames; test_spatial x test_temporal views
-  are averaged per video."""
+  """Video fine-tuning: off for images, MAE-ST's K400 recipe otherwise."""
 
   enabled: bool = False
-  num_frames: int = 16
-  stride: int = 4
-  tubelet: int = 2
-  sampling: str = "clip"
-  test_spatial: int = 3
-  test_temporal: int = 7
-  repeat_aug: int = 2
-  head_dropout: float = 0.3
-  train_crop: str = "rrc"
-  jitter_scales: tuple[int, ...] = (256, 320)
-  short_side: int = 320
+  num_frames: int = 16           # frames per clip
+  stride: int = 4                # frames between sampled frames
+  tubelet: int = 2               # frames per patch in time
+  sampling: str = "clip"         # clip (a window) | segment (one frame per segment, SSv2)
+  test_spatial: int = 3          # test views per video: crops across the frame ...
+  test_temporal: int = 7         # ... x clips across the video, averaged per video
+  repeat_aug: int = 2            # clips per decoded video, counted in batch_size (an epoch takes
+                                 # repeat_aug x the steps)
+  head_dropout: float = 0.3      # before the head, training only
+  train_crop: str = "rrc"        # rrc (RandomResizedCrop with aug.scale_min) | jitter
+  jitter_scales: tuple[int, ...] = (256, 320)  # jitter: short-side range at 224 px, scaled to
+                                               # the model's image size, then a random crop
+  short_side: int = 320          # decoded frames' short side bound
 
 
 @dataclasses.dataclass(frozen=True)
 class LinprobeConfig:
-  """MAE's linear probe (BatchNorm without affine + linear head, LARS) per readout.
-  augment=True: MAE's protocol, a fresh RandomResizedCrop + flip of every training image in
-  every epoch through the frozen encoder; False: features cached once (centre crop)."""
+  """MAE's linear probe (BatchNorm without affine + linear head, LARS), one head per readout."""
 
-  readouts: str = "cls,mean"
+  readouts: str = "cls,mean"     # comma-separated: cls and/or mean
   epochs: int = 90
-  batch_size: int = 16384
+  batch_size: int = 16384        # lr = base_lr x batch_size / 256
   base_lr: float = 0.1
   warmup_epochs: int = 10
   weight_decay: float = 0.0
-  trust_coefficient: float = 0.001
-  augment: bool = True
-  scale_min: float = 0.08
+  trust_coefficient: float = 0.001  # LARS
+  augment: bool = True           # True: MAE's protocol, a fresh RandomResizedCrop + flip of every
+                                 # image in every epoch; False: features cached once (centre crop)
+  scale_min: float = 0.08        # augment: RandomResizedCrop's smallest area
 
 
 @dataclasses.dataclass(frozen=True)
