@@ -89,3 +89,42 @@ def test_kill_and_sigterm_then_resume_reproduce_the_uninterrupted_losses(tmp_pat
   reference, resumed = _losses(ref), _losses(run)
   assert sorted(reference) == sorted(resumed) == list(range(1, STEPS + 1))
   assert resumed == reference  # exact, every step
+  # The steps the killed run logged past its checkpoint were run again: one row per step.
+  rows = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+  assert rows == sorted(set(rows))
+
+
+def test_relative_workdir_one_run_at_a_time_and_ctrl_c(tmp_path):
+  """As a user types it: relative --workdir and media, started from another directory; the same
+  command a second time is refused while the first runs; Ctrl-C saves and exits 0; the same
+  command then finishes the run."""
+  cwd = tmp_path / "home"
+  cwd.mkdir()
+  def command(steps):  # long enough that the first run still runs when the second starts
+    return [c.replace(str(tmp_path / "run"), "run").replace(str(tmp_path / "media"), "media")
+            .replace("configs/demo.py", str(ROOT / "configs" / "demo.py"))
+            .replace(f"steps={STEPS},", f"steps={steps},")
+            for c in _command(tmp_path / "run", tmp_path / "media")]
+  workdir = cwd / "run"
+  with open(tmp_path / "log.txt", "w") as log:
+    first = subprocess.Popen(command(100_000), cwd=cwd, env=_env(), stdout=log,
+                             stderr=subprocess.STDOUT)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(s >= 4 for s in _committed(workdir)):
+      assert first.poll() is None, (tmp_path / "log.txt").read_text()[-3000:]
+      time.sleep(0.05)
+    second = subprocess.run(command(100_000), cwd=cwd, env=_env(), capture_output=True,
+                            text=True, timeout=300)
+    assert first.poll() is None
+    first.send_signal(signal.SIGINT)
+    assert first.wait(timeout=300) == 0
+    stopped_at = max(_committed(workdir))
+    assert subprocess.run(command(stopped_at + 2), cwd=cwd, env=_env(), stdout=log,
+                          stderr=subprocess.STDOUT, timeout=400).returncode == 0
+  assert second.returncode == 1
+  assert f"WorkdirBusy: workdir {workdir} is in use by a running job (pid {first.pid}" in second.stderr
+  assert "Traceback" not in second.stderr
+  text = (tmp_path / "log.txt").read_text()
+  assert "SIGINT received: will save a checkpoint" in text and "stopped on request" in text
+  assert max(_committed(workdir)) == stopped_at + 2
+  assert sorted(_losses(workdir)) == list(range(1, stopped_at + 3))

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from vicmae_jax import run_lib
 
@@ -131,3 +132,88 @@ def test_profile_off_writes_nothing(tmp_path):
   hook = run_lib.Profile(tmp_path / "profile", start_step=0, num_steps=0)
   _run(tmp_path / "w", 2, [hook])
   assert not (tmp_path / "profile").exists()
+
+
+def test_ctrl_c_saves_and_stops_like_sigterm_and_twice_stops_at_once(tmp_path):
+  class CtrlC(run_lib.Hook):
+    def __init__(self, times):
+      self.times = times
+
+    def after_step(self, step, state, metrics):
+      if step == 2:
+        for _ in range(self.times):
+          os.kill(os.getpid(), signal.SIGINT)
+
+  previous = signal.getsignal(signal.SIGINT)
+  try:
+    run, _, end = _run(tmp_path / "once", 10, [CtrlC(1)])
+    assert end.stopped and end.step == 2 and run.ckpt.all_steps() == [2]
+    with pytest.raises(KeyboardInterrupt):
+      _run(tmp_path / "twice", 10, [CtrlC(2)])
+    assert not (tmp_path / "twice" / "checkpoints" / "2").exists()   # no save on the way out
+    # The interrupted run released its workdir: the same workdir starts again at once.
+    _, first, end = _run(tmp_path / "twice", 10)
+    assert first == 0 and end.step == 10
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_a_second_run_in_the_same_workdir_is_refused(tmp_path):
+  run = run_lib.open_run(_config(), tmp_path / "w")
+  with pytest.raises(run_lib.workdir_lock.WorkdirBusy, match=f"pid {os.getpid()}"):
+    run_lib.open_run(_config(), tmp_path / "w")
+  run.close()
+  run_lib.open_run(_config(), tmp_path / "w").close()   # free again once closed
+
+
+def test_relative_workdir_saves_and_resumes(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  run, _, end = _run("rel/run", 10, stop_after=4)
+  assert str(run.workdir) == str(tmp_path / "rel" / "run") and end.step == 4
+  assert run.ckpt.all_steps() == [3, 4]
+  _, first, end = _run("rel/run", 10)
+  assert first == 4 and end.step == 10
+
+
+def test_replayed_steps_replace_their_metrics_rows(tmp_path):
+  """A run killed after its checkpoint at step 3 logged steps 4-5; the resumed run logs them
+  again: metrics.jsonl keeps one row per step."""
+  class Log(run_lib.Hook):
+    def __init__(self, run):
+      self.run = run
+
+    def after_step(self, step, state, metrics):
+      self.run.write(step, {"loss": float(metrics["loss"])})
+
+  run = run_lib.open_run(_config(every=3), tmp_path / "w")
+  state, step = run.restore_or_init(_skeleton(), _init)
+  run_lib.train_loop(run, state, step, 5, _step, _batches(), [Log(run)])
+  run.close()
+  path = tmp_path / "w" / "metrics.jsonl"
+  with path.open("a") as f:
+    f.write('{"step": 6, "loss"')     # a torn last line: killed mid-write
+  for s in (4, 5):                     # as if only step 3 had been saved
+    import shutil
+    shutil.rmtree(tmp_path / "w" / "checkpoints" / str(s), ignore_errors=True)
+  run = run_lib.open_run(_config(every=3), tmp_path / "w")
+  state, step = run.restore_or_init(_skeleton(), _init)
+  assert step == 3
+  run_lib.train_loop(run, state, step, 6, _step, _batches(step), [Log(run)])
+  run.close()
+  steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
+  assert steps == [1, 2, 3, 4, 5, 6]
+
+
+def test_too_many_bad_inputs_saves_the_last_good_state_first(tmp_path):
+  from vicmae_jax.data.badinput import TooManyBadInputs
+
+  def batches():
+    yield from (1.0, 2.0)
+    raise TooManyBadInputs("bad fraction 50% above the configured maximum: a.mp4, b.mp4")
+
+  run = run_lib.open_run(_config(every=100), tmp_path / "w")
+  state, step = run.restore_or_init(_skeleton(), _init)
+  with pytest.raises(TooManyBadInputs, match="a.mp4"):
+    run_lib.train_loop(run, state, step, 10, _step, batches())
+  assert run.ckpt.all_steps() == [2]
+  run_lib.open_run(_config(), tmp_path / "w").close()   # the workdir was released

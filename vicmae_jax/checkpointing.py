@@ -24,6 +24,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from vicmae_jax import paths
+
 STATE, DATA, CONFIG = "state", "data", "config"
 
 
@@ -44,7 +46,7 @@ class Checkpointer:
   """Wraps an Orbax CheckpointManager with the project's policies."""
 
   def __init__(self, directory: str, *, every_steps: int, keep: int = 3, async_save: bool = True):
-    self.directory = epath.Path(directory)
+    self.directory = epath.Path(paths.resolve(directory))  # Orbax refuses relative paths
     self.every_steps = every_steps
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, save_interval_steps=every_steps, enable_async_checkpointing=async_save,
@@ -121,12 +123,20 @@ class Checkpointer:
 
   # --- preemption -------------------------------------------------------------------------------
   def install_sigterm_handler(self) -> None:
-    """SIGTERM (spot/preemptible VMs, SLURM time limits) requests a save and a clean exit."""
+    """SIGTERM (spot/preemptible VMs, SLURM time limits) and Ctrl-C (SIGINT) request a save and
+    a clean exit; a second Ctrl-C stops at once (KeyboardInterrupt, no save)."""
     def handler(signum, frame):
-      logging.warning("SIGTERM received: will save a checkpoint and stop after this step.")
+      if signum == signal.SIGINT and self._sigterm.is_set():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise KeyboardInterrupt
+      name = signal.Signals(signum).name
+      logging.warning("%s received: will save a checkpoint and stop after this step%s.", name,
+                      " (Ctrl-C again stops at once, without saving)" if signum == signal.SIGINT
+                      else "")
       self._sigterm.set()
     if threading.current_thread() is threading.main_thread():
       signal.signal(signal.SIGTERM, handler)
+      signal.signal(signal.SIGINT, handler)
 
   def should_stop(self, step: int, sync_every: int = 10) -> bool:
     """True on every process once any process was asked to stop (SIGTERM or preemption).
@@ -187,7 +197,7 @@ def read_state_subtree(workdir: str, keys: tuple[str, ...], step: int | None = N
   config file needed, e.g. `keys=("params", "encoder")` for the online encoder or
   `("target", "target", "encoder")` for its EMA target. Falls back past unreadable steps.
   """
-  directory = epath.Path(workdir) / "checkpoints"
+  directory = epath.Path(paths.resolve(workdir)) / "checkpoints"
   steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
       if directory.exists() else []
   if step is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from vicmae_jax import optim, typed_config
+from vicmae_jax import optim, paths, typed_config
 from vicmae_jax.data.config import InputConfig
 from vicmae_jax.ema import EmaConfig
 from vicmae_jax.losses import LossConfig
@@ -115,6 +115,8 @@ def pretrain_config(c: ml_collections.ConfigDict, workdir: str) -> PretrainConfi
   d = c.to_dict()
   d["model"] = model_config(c)
   d["input"] = input_config(c, workdir)
+  if "knn_eval" in d and "data" in d["knn_eval"]:
+    d["knn_eval"]["data"] = paths.resolve_source(d["knn_eval"]["data"])
   return typed_config.from_mapping(PretrainConfig, d)
 
 
@@ -143,11 +145,13 @@ def schedule(c: ml_collections.ConfigDict, num_examples: int | None) -> optim.Sc
 
 def input_config(c: ml_collections.ConfigDict, workdir: str) -> InputConfig:
   """The pipeline's typed settings: image size from the model, the demo media (made on first
-  use by the pipeline) under WORKDIR/demo_data unless a `demo` source names a path."""
+  use by the pipeline) under WORKDIR/demo_data unless a `demo` source names a path, every file
+  path absolute (relative ones are relative to the current directory)."""
   cfg = c.input.to_dict()
   cfg["image_size"] = c.model.image_size
-  cfg["sources"] = [dict(s, path=s.get("path") or os.path.join(workdir, "demo_data"))
-                    if s.get("kind") == "demo" else s for s in cfg["sources"]]
+  cfg["sources"] = [paths.resolve_source(
+      dict(s, path=s.get("path") or os.path.join(workdir, "demo_data"))
+      if s.get("kind") == "demo" else s) for s in cfg["sources"]]
   return InputConfig.of(cfg)
 
 

@@ -16,7 +16,7 @@ import ml_collections
 from absl import app, flags
 from etils import epath
 
-from vicmae_jax import checkpointing, config_lib, params_io
+from vicmae_jax import checkpointing, config_lib, params_io, paths
 from vicmae_jax.convert import export_state_dict, save_safetensors
 
 
@@ -36,7 +36,7 @@ def export_encoder(workdir: str, out: str, *, step: int | None = None, weights: 
     raise
   model_cfg = config_lib.model_config(ml_collections.ConfigDict(config))
   params = {"encoder": encoder}
-  out_dir = epath.Path(out)
+  out_dir = epath.Path(paths.resolve(out))
   out_dir.mkdir(parents=True, exist_ok=True)
   written = {"orbax": os.fspath(out_dir / "encoder")}
   params_io.save_params(written["orbax"], params, model_cfg)

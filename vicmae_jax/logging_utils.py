@@ -77,6 +77,28 @@ class JsonlWriter:
     with self.path.open("a") as f:
       f.write(json.dumps(row) + "\n")
 
+  def drop_after(self, step: int) -> int:
+    """Removes the rows of steps after `step` (rewritten whole, then renamed over the file, so
+    a crash leaves the old or the new file); returns how many went."""
+    if not self.path.exists():
+      return 0
+    lines = self.path.read_text().splitlines(keepends=True)
+    keep = [line for line in lines if _row_step(line) is not None and _row_step(line) <= step]
+    if len(keep) == len(lines):
+      return 0
+    tmp = self.path.parent / (self.path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    tmp.replace(self.path)
+    return len(lines) - len(keep)
+
+
+def _row_step(line: str) -> int | None:
+  """The step of a metrics.jsonl row; None for a blank or torn line (a kill mid-write)."""
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
+
 
 def create_writers(workdir: str):
   """clu writer (TensorBoard + console) and the JSONL writer; process > 0 only logs."""

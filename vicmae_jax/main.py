@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from vicmae_jax import paths
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:arg]).",
@@ -59,17 +62,27 @@ def main(argv) -> None:
   logging.info("process %d of %d; %d local devices, %d devices in all (%s)", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count(),
                jax.devices()[0].device_kind)
-  config = FLAGS.config
+  from vicmae_jax.run_lib import RUN_ENDING_ERRORS
+  try:
+    _run_mode(FLAGS.config, paths.resolve(FLAGS.workdir))  # relative to the start directory
+  except RUN_ENDING_ERRORS as e:
+    # An expected end (bad data, divergence, a busy workdir): the message says what happened
+    # and what to do; a traceback would only bury it.
+    logging.error("%s: %s", type(e).__name__, e)
+    sys.exit(1)
+
+
+def _run_mode(config, workdir: str) -> None:
   if config.mode == "pretrain":
     from vicmae_jax import train
-    train.train_and_evaluate(config, FLAGS.workdir)
+    train.train_and_evaluate(config, workdir)
   elif config.mode == "finetune":
     from vicmae_jax.evaluation import finetune
-    finetune.finetune(config, FLAGS.workdir)
+    finetune.finetune(config, workdir)
   elif config.mode in ("linprobe", "knn", "extract_features"):
     from vicmae_jax.evaluation import runners
     {"linprobe": runners.linprobe, "knn": runners.knn,
-     "extract_features": runners.extract}[config.mode](config, FLAGS.workdir)
+     "extract_features": runners.extract}[config.mode](config, workdir)
   else:
     raise app.UsageError(f"Unknown config.mode {config.mode!r}.")
 

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from vicmae_jax import paths
 from vicmae_jax.models.config import ModelConfig
 
 CONFIG_FILE = "model_config.json"
@@ -22,7 +23,7 @@ PARAMS_DIR = "params"
 def save_params(directory: str, params: dict, cfg: ModelConfig) -> None:
   """Writes `params` (a pure dict of arrays) and `cfg` under `directory` (local path or gs://)."""
   from etils import epath
-  root = epath.Path(directory)
+  root = epath.Path(paths.resolve(directory))  # Orbax needs absolute paths
   root.mkdir(parents=True, exist_ok=True)
   params = jax.tree.map(np.asarray, params)
   # Orbax wants string keys; list indices of nnx.List become "0", "1", ...
@@ -34,7 +35,7 @@ def save_params(directory: str, params: dict, cfg: ModelConfig) -> None:
 def load_params(directory: str) -> tuple[dict, ModelConfig]:
   """Reads what `save_params` wrote: (pure dict of numpy arrays with int list keys, config)."""
   from etils import epath
-  root = epath.Path(directory)
+  root = epath.Path(paths.resolve(directory))  # Orbax needs absolute paths
   if not (root / CONFIG_FILE).exists():
     raise FileNotFoundError(f"{directory} has no {CONFIG_FILE}; not a vicmae_jax params export.")
   cfg = ModelConfig(**json.loads((root / CONFIG_FILE).read_text())).resolve()

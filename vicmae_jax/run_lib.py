@@ -22,7 +22,16 @@ import jax
 import ml_collections
 from etils import epath
 
-from vicmae_jax import checkpointing, logging_utils, typed_config
+from vicmae_jax import checkpointing, logging_utils, paths, typed_config, workdir_lock
+from vicmae_jax.data.badinput import TooManyBadInputs
+
+
+class TrainingDiverged(RuntimeError):
+  """Too many consecutive non-finite updates; the last checkpoint holds the last good state."""
+
+
+# Errors that end a run as planned (the message says why and what to do; no traceback needed).
+RUN_ENDING_ERRORS = (TooManyBadInputs, TrainingDiverged, workdir_lock.WorkdirBusy)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +61,7 @@ class Run:
   jsonl: logging_utils.JsonlWriter | None  # process 0 only
   config_dict: dict                        # saved with every checkpoint
   log_every_steps: int                     # host-synchronising steps: stop requests are agreed here
+  lock: workdir_lock.WorkdirLock | None = None  # process 0 only
 
   @property
   def lead(self) -> bool:
@@ -72,17 +82,32 @@ class Run:
     `ShapeDtypeStruct`s: the restore follows the current mesh), else `init()`."""
     restored = self.ckpt.restore_latest(skeleton, data_iter)
     state = restored[0] if restored is not None else init()
-    return state, int(jax.device_get(step_of(state)))
+    step = int(jax.device_get(step_of(state)))
+    if self.lead:
+      # Steps run after the restored checkpoint (a killed run) are run again: their old rows go.
+      dropped = self.jsonl.drop_after(step)
+      if dropped:
+        logging.info("metrics.jsonl: %d rows past the restored step %d removed (those steps "
+                     "run again)", dropped, step)
+    return state, step
 
   def resuming(self) -> bool:
     """Whether the workdir holds a checkpoint (an init source need not be read then)."""
     return bool(self.ckpt.all_steps())
 
   def close(self) -> None:
-    """Waits for pending checkpoint writes and flushes the writers."""
-    self.ckpt.close()
-    self.writer.flush()
-    self.writer.close()
+    """Waits for pending checkpoint writes, flushes the writers, releases the workdir."""
+    try:
+      self.ckpt.close()
+      self.writer.flush()
+      self.writer.close()
+    finally:
+      self.release()
+
+  def release(self) -> None:
+    """Frees the workdir for the next run (also when a run ends on an error)."""
+    if self.lock is not None:
+      self.lock.release()
 
 
 def step_of(state: Any) -> Any:
@@ -94,8 +119,9 @@ def open_run(config: ml_collections.ConfigDict | Any, workdir: str) -> Run:
   """Creates the workdir, the checkpointer (SIGTERM requests a save and a clean stop) and the
   writers of a run; `config` (a ConfigDict or a typed config) gives `checkpoint` (a
   CheckpointConfig mapping) and `log_every_steps`, and is saved with every checkpoint."""
-  workdir = epath.Path(workdir)
+  workdir = epath.Path(paths.resolve(workdir))
   workdir.mkdir(parents=True, exist_ok=True)
+  lock = workdir_lock.WorkdirLock(str(workdir)).acquire() if jax.process_index() == 0 else None
   checkpointing.quiet_orbax_logs()
   c = typed_config.from_mapping(CheckpointConfig, config.checkpoint, "checkpoint")
   ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"), every_steps=c.every_steps,
@@ -105,7 +131,7 @@ def open_run(config: ml_collections.ConfigDict | Any, workdir: str) -> Run:
   config_dict = (typed_config.to_dict(config) if dataclasses.is_dataclass(config)
                  else config.to_dict())
   return Run(workdir=workdir, ckpt=ckpt, writer=writer, jsonl=jsonl, config_dict=config_dict,
-             log_every_steps=int(config.log_every_steps))
+             log_every_steps=int(config.log_every_steps), lock=lock)
 
 
 class Hook:
@@ -173,11 +199,40 @@ def train_loop(run: Run, state: Any, step: int, total: int,
   step (agreed every `config.log_every_steps`, the steps that already synchronise the hosts). The
   final state is always saved; the caller closes the run.
   """
+  try:
+    return _loop(run, state, step, total, step_fn, batches, hooks, data_iter,
+                 throughput=throughput, stop_after_steps=stop_after_steps, name=name)
+  except KeyboardInterrupt:  # a second Ctrl-C: stop now, without waiting for anything
+    run.release()
+    raise
+  except BaseException:
+    # Whatever stopped the run, checkpoint writes already started finish (a torn newest
+    # checkpoint would cost a fallback) and the workdir is free for the next run.
+    try:
+      run.ckpt.wait()
+    finally:
+      run.release()
+    raise
+
+
+def _loop(run: Run, state: Any, step: int, total: int,
+          step_fn: Callable[[Any, Any], tuple[Any, Any]], batches: Iterator[Any],
+          hooks: Sequence[Hook], data_iter: Any | None, *,
+          throughput: logging_utils.Throughput | None, stop_after_steps: int | None,
+          name: str) -> LoopEnd:
   sync_every = max(run.log_every_steps, 1)
   stopped = False
   while step < total:
     t0 = time.perf_counter()
-    batch = next(batches)
+    try:
+      batch = next(batches)
+    except TooManyBadInputs:
+      # The input gave up on the data: keep the last good state before the error goes up.
+      run.ckpt.save(step, state, data_iter, run.config_dict, force=True)
+      run.ckpt.wait()
+      logging.error("stopping at step %d: too many bad inputs; the last good state is saved in "
+                    "%s", step, run.ckpt.directory)
+      raise
     if throughput is not None:
       throughput.add_data_wait(time.perf_counter() - t0)
     for hook in hooks:

@@ -37,8 +37,7 @@ def _step_batch(batch: dict) -> dict:
   return {k: batch[k] for k in _STEP_KEYS}
 
 
-class TrainingDiverged(RuntimeError):
-  """Too many consecutive non-finite updates; the last checkpoint holds the last good state."""
+TrainingDiverged = run_lib.TrainingDiverged
 
 
 def _make_iterator(config: PretrainConfig, batch_sharding):

@@ -12,7 +12,7 @@ import sys
 
 from flax import nnx
 
-from vicmae_jax import params_io
+from vicmae_jax import params_io, paths
 from vicmae_jax.convert import (LAYOUTS, detect_layout, export_state_dict, load_pytorch_weights,
                                 load_state_dict, save_safetensors)
 from vicmae_jax.models import ViCMAE, model_config
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("to-jax", help="PyTorch .pth/.safetensors -> vicmae_jax params directory")
-  p.add_argument("--src", required=True)
-  p.add_argument("--out", required=True)
+  p.add_argument("--src", required=True, type=paths.resolve)
+  p.add_argument("--out", required=True, type=paths.resolve)
   p.add_argument("--variant", required=True)
   p.add_argument("--image-size", type=int, default=224)
   p.add_argument("--contrastive-mode", default="shared_projector",
@@ -67,13 +67,13 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0, help="init of parts the checkpoint lacks")
   p.set_defaults(fn=_to_jax)
   p = sub.add_parser("to-torch", help="vicmae_jax params directory -> PyTorch safetensors")
-  p.add_argument("--src", required=True)
-  p.add_argument("--out", required=True)
+  p.add_argument("--src", required=True, type=paths.resolve)
+  p.add_argument("--out", required=True, type=paths.resolve)
   p.add_argument("--layout", default="timm", choices=LAYOUTS)
   p.add_argument("--parts", default=None, help="comma list; default: encoder")
   p.set_defaults(fn=_to_torch)
   p = sub.add_parser("inspect", help="list the tensors of a PyTorch checkpoint")
-  p.add_argument("--src", required=True)
+  p.add_argument("--src", required=True, type=paths.resolve)
   p.set_defaults(fn=_inspect)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")

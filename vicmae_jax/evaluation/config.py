@@ -14,7 +14,7 @@ from typing import Any
 
 import ml_collections
 
-from vicmae_jax import config_lib, typed_config
+from vicmae_jax import config_lib, paths, typed_config
 from vicmae_jax.evaluation.init import SOURCES as INIT_SOURCES
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.run_lib import CheckpointConfig
@@ -208,6 +208,10 @@ def eval_config(c: EvalConfig | ml_collections.ConfigDict) -> EvalConfig:
     return c
   d = c.to_dict()
   d["model"] = config_lib.model_config(c)
+  # File paths absolute, once (relative ones are relative to the current directory).
+  d["data"] = paths.resolve_source(d.get("data", {}))
+  if isinstance(d.get("init", {}).get("path"), str):
+    d["init"]["path"] = paths.resolve(d["init"]["path"])
   try:
     return typed_config.from_mapping(EvalConfig, d)
   except ValueError as e:

@@ -27,6 +27,7 @@ from collections import Counter
 import cv2
 import numpy as np
 
+from vicmae_jax import paths
 from vicmae_jax.data import index as index_lib, records, video
 from vicmae_jax.data.badinput import BadInput
 
@@ -110,11 +111,12 @@ def write_shard(job: tuple) -> tuple[int, int, Counter]:
 def main(argv: list[str] | None = None) -> dict:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--kind', required=True, choices=VIDEO_KINDS)
-  parser.add_argument('--path', required=True, help='index file or videos folder')
-  parser.add_argument('--root', help='videos folder for CSV/JSON indexes')
-  parser.add_argument('--labels', help='SSv2 labels.json')
+  parser.add_argument('--path', required=True, type=paths.resolve,
+                      help='index file or videos folder')
+  parser.add_argument('--root', type=paths.resolve, help='videos folder for CSV/JSON indexes')
+  parser.add_argument('--labels', type=paths.resolve, help='SSv2 labels.json')
   parser.add_argument('--on_missing', default='skip', choices=('error', 'skip'))
-  parser.add_argument('--out', required=True)
+  parser.add_argument('--out', required=True, type=paths.resolve)
   parser.add_argument('--frames_per_video', type=int, default=16)
   parser.add_argument('--short_side', type=int, default=256, help='0 keeps the size')
   parser.add_argument('--quality', type=int, default=90)
