@@ -87,9 +87,9 @@ def test_export_encoder_from_a_pretraining_workdir(tmp_path):
   np.testing.assert_array_equal(timm["cls_token"], params["encoder"]["cls_token"])
   assert "blocks.1.attn.qkv.weight" in timm and not any(k.startswith("decoder") for k in timm)
   assert "vit.layers.0.attention.q_proj.weight" in load_state_dict(out / "encoder_hf.safetensors")
-  proc = subprocess.run([sys.executable, "-m", "vicmae_jax.export", f"--workdir={workdir}",
-                         f"--out={tmp_path / 'target'}", "--weights=target"], capture_output=True,
-                        text=True, timeout=300)
+  proc = subprocess.run([sys.executable, "-m", "vicmae_jax.export", "--workdir=run",
+                         "--out=target", "--weights=target"], capture_output=True,
+                        text=True, timeout=300, cwd=tmp_path)  # relative paths
   assert proc.returncode == 0, proc.stderr[-2000:]
   target, _ = params_io.load_params(str(tmp_path / "target" / "encoder"))
   np.testing.assert_array_equal(

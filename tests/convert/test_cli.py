@@ -12,9 +12,9 @@ from vicmae_jax.convert import export_state_dict, load_state_dict
 from vicmae_jax.models import ViCMAE, model_config
 
 
-def _run(*args):
+def _run(*args, cwd=None):
   return subprocess.run([sys.executable, "-m", "vicmae_jax.convert", *args], check=True,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_to_jax_then_to_torch_round_trip(tmp_path):
@@ -25,14 +25,15 @@ def test_to_jax_then_to_torch_round_trip(tmp_path):
   state = export_state_dict(pure, cfg, parts=("encoder", "decoder", "projector"))
   torch.save({"model": {k: torch.from_numpy(v) for k, v in state.items()}}, tmp_path / "in.pth")
 
-  out = _run("to-jax", "--src", str(tmp_path / "in.pth"), "--variant", "S/16", "--image-size",
-             "32", "--out", str(tmp_path / "jax"))
+  # Relative paths, as a user types them (Orbax itself only takes absolute ones).
+  out = _run("to-jax", "--src", "in.pth", "--variant", "S/16", "--image-size", "32", "--out", "jax",
+             cwd=tmp_path)
   assert "('encoder', 'decoder', 'projector')" in out.stdout
   params, loaded_cfg = params_io.load_params(str(tmp_path / "jax"))
   assert loaded_cfg == cfg
   jax.tree.map(np.testing.assert_array_equal, params["encoder"], pure["encoder"])
 
-  _run("to-torch", "--src", str(tmp_path / "jax"), "--out", str(tmp_path / "enc.safetensors"))
+  _run("to-torch", "--src", "jax", "--out", "enc.safetensors", cwd=tmp_path)
   back = load_state_dict(tmp_path / "enc.safetensors")
   enc_keys = [k for k in state if not k.startswith(("decoder", "mask_token", "projector"))]
   assert sorted(back) == sorted(enc_keys)
