@@ -21,6 +21,15 @@ def _config(**updates):
     ({"model.variant": "Z/99"}, "Unknown model variant"),
     ({"mesh.data": 3, "mesh.fsdp": 2}, "mesh data=3 x fsdp=2 != 8 devices"),
     ({"model.contrastive_mode": "simsiam"}, "contrastive_mode"),
+    ({"optim.base_lr": -1.0}, "optim: needs base_lr > 0"),
+    ({"optim.base_lr": 0.0}, "optim: needs base_lr > 0"),
+    ({"optim.weight_decay": -0.1}, "weight_decay >= 0"),
+    ({"loss.temperature": 0.0}, "loss: needs temperature > 0"),
+    ({"loss.weight_recon": 0.0, "loss.weight_contrast": 0.0}, "a positive loss weight"),
+    ({"ema.base": 1.5}, "ema: needs 0 <= base <= final <= 1"),
+    ({"total_steps": 0, "num_epochs": 10.0, "optim.warmup_epochs": 40.0},
+     "warmup_epochs < num_epochs"),
+    ({"batch_size": 0}, "batch_size > 0"),
 ])
 def test_bad_values_fail_with_a_clear_message(updates, message):
   with pytest.raises(config_lib.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):

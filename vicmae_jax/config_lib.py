@@ -74,6 +74,18 @@ class PretrainConfig:
   max_consecutive_skipped: int = 5  # non-finite updates in a row before the run stops
   knn_eval: KnnEvalConfig = KnnEvalConfig()
 
+  def __post_init__(self):
+    typed_config.check(**run_length_conditions(self))
+
+
+def run_length_conditions(c) -> dict[str, bool]:
+  """Batch and run length checks every training mode shares (pretraining, fine-tuning)."""
+  return {"batch_size > 0": c.batch_size > 0, "num_epochs > 0": c.num_epochs > 0,
+          "steps_per_epoch >= 0": c.steps_per_epoch >= 0, "total_steps >= 0": c.total_steps >= 0,
+          # With epochs deciding the length, a warm-up as long as the run is a typo.
+          "optim.warmup_epochs < num_epochs (or an explicit total_steps)":
+              bool(c.total_steps) or c.optim.warmup_epochs < c.num_epochs}
+
 
 def _optional_fields(cls: type) -> set[str]:
   """Fields whose type admits None: a ConfigDict holds them as 0 / '' ("not set")."""

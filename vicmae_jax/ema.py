@@ -11,6 +11,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from vicmae_jax import typed_config
+
 
 @dataclasses.dataclass(frozen=True)
 class EmaConfig:
@@ -18,6 +20,9 @@ class EmaConfig:
 
   base: float = 0.996
   final: float = 1.0
+
+  def __post_init__(self):
+    typed_config.check(**{"0 <= base <= final <= 1": 0 <= self.base <= self.final <= 1})
 
 
 def ema_update(target, online, momentum: jax.Array | float):

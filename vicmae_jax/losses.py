@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from vicmae_jax import masking
+from vicmae_jax import masking, typed_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,14 @@ class LossConfig:
   contrast_ramp_steps: int = 0        # steps of the contrastive weight's ramp (docs/decisions.md, D4)...
   contrast_start_weight: float = 0.0  # ...from this value (0 steps: constant weight)
   norm_pix: bool = True               # reconstruct per-patch normalised pixels
+
+  def __post_init__(self):
+    typed_config.check(**{
+        "temperature > 0": self.temperature > 0,
+        "weight_recon >= 0 and weight_contrast >= 0": min(self.weight_recon,
+                                                          self.weight_contrast) >= 0,
+        "a positive loss weight": self.weight_recon + self.weight_contrast > 0,
+        "contrast_ramp_steps >= 0": self.contrast_ramp_steps >= 0})
 
 
 def normalized_pixel_targets(images: jax.Array, patch: int, eps: float = 1e-6) -> jax.Array:

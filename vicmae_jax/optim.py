@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import jax
 import optax
+
+from vicmae_jax import typed_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +24,18 @@ class OptimConfig:
   grad_clip: float = 0.0      # global-norm clipping; 0: off
   accum_steps: int = 1        # micro-batches per update (negatives come from each micro-batch)
 
+  def __post_init__(self):
+    check_adamw(self)
+
+
+def check_adamw(c) -> None:
+  """The values an AdamW section (pretraining's or fine-tuning's) can take."""
+  typed_config.check(**{
+      "base_lr > 0": c.base_lr > 0, "0 <= b1 < 1": 0 <= c.b1 < 1, "0 <= b2 < 1": 0 <= c.b2 < 1,
+      "eps > 0": c.eps > 0, "weight_decay >= 0": c.weight_decay >= 0,
+      "warmup_epochs >= 0": c.warmup_epochs >= 0, "0 <= min_lr <= base_lr": 0 <= c.min_lr <= c.base_lr,
+      "grad_clip >= 0": c.grad_clip >= 0, "accum_steps >= 1": c.accum_steps >= 1})
+
 
 @dataclasses.dataclass(frozen=True)
 class Schedule:
@@ -34,8 +49,13 @@ def schedule(steps_per_epoch: int, *, num_epochs: float, warmup_epochs: float,
   """Update counts of a run (every mode): `total_steps` when set, else epochs x steps per epoch
   (at least 1); warm-up in epochs, rounded, and shorter than the run."""
   total = max(total_steps or int(round(num_epochs * steps_per_epoch)), 1)
-  warmup = min(int(round(warmup_epochs * steps_per_epoch)), total - 1)
-  return Schedule(steps_per_epoch, total, warmup)
+  warmup = int(round(warmup_epochs * steps_per_epoch))
+  if warmup >= total and warmup:
+    # Only reachable with an explicit total_steps (configs check warm-up < epochs): a shortened
+    # run, e.g. a smoke test; say so rather than train at a rising lr throughout.
+    logging.warning("warm-up of %d steps (%g epochs) is not shorter than the run's %d steps; "
+                    "warming up over %d steps", warmup, warmup_epochs, total, total - 1)
+  return Schedule(steps_per_epoch, total, min(warmup, total - 1))
 
 
 def peak_learning_rate(base_lr: float, global_batch: int) -> float:

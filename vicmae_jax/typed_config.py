@@ -63,6 +63,15 @@ def from_mapping(cls: type[T], mapping: Mapping[str, Any] | Any, where: str = ""
     raise ValueError(f"{where or cls.__name__}: {e}") from e
 
 
+def check(**conditions: bool) -> None:
+  """For a dataclass's `__post_init__`: `check(**{"base_lr > 0": self.base_lr > 0, ...})`
+  raises one ValueError naming every condition that does not hold (`from_mapping` adds the
+  section's path)."""
+  failed = [name for name, ok in conditions.items() if not ok]
+  if failed:
+    raise ValueError("needs " + ", ".join(failed))
+
+
 def to_dict(obj: Any) -> dict[str, Any]:
   """A dataclass (nested ones included) as plain dicts and lists, for a ConfigDict."""
   def plain(v):

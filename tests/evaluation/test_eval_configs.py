@@ -66,6 +66,19 @@ def test_typed_eval_config_rejects_unknown_keys_by_path():
     eval_config(bad)
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("optim.base_lr", -1e-3, "base_lr > 0"), ("optim.layer_decay", 0.0, "0 < layer_decay <= 1"),
+    ("num_epochs", 0.0, "num_epochs > 0"), ("eval_batch_size", 0, "eval_batch_size > 0")])
+def test_nonsense_values_are_config_errors(key, value, message):
+  from vicmae_jax import config_lib
+  from vicmae_jax.evaluation.config import eval_config
+  c = load("finetune_in1k_vitb", "tiny")
+  with c.unlocked():
+    c.update_from_flattened_dict({key: value})
+  with pytest.raises(config_lib.ConfigError, match=message):
+    eval_config(c)
+
+
 def test_eval_defaults_are_the_typed_defaults():
   """configs/eval_common.py starts from EvalConfig's defaults: one place for each default."""
   from configs import eval_common

@@ -14,7 +14,7 @@ from typing import Any
 
 import ml_collections
 
-from vicmae_jax import config_lib, paths, typed_config
+from vicmae_jax import config_lib, optim, paths, typed_config
 from vicmae_jax.evaluation.init import SOURCES as INIT_SOURCES
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.run_lib import CheckpointConfig
@@ -84,6 +84,10 @@ class OptimConfig:
   layer_decay: float = 0.65
   grad_clip: float = 0.0        # global-norm clip (0: off)
   accum_steps: int = 1
+
+  def __post_init__(self):
+    optim.check_adamw(self)
+    typed_config.check(**{"0 < layer_decay <= 1": 0 < self.layer_decay <= 1})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +192,8 @@ class EvalConfig:
       raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
     if self.init.source not in INIT_SOURCES:
       raise ValueError(f"init.source must be one of {INIT_SOURCES}, got {self.init.source!r}")
+    typed_config.check(**config_lib.run_length_conditions(self),
+                       **{"eval_batch_size > 0": self.eval_batch_size > 0})
 
   @property
   def is_video(self) -> bool:
