@@ -51,3 +51,15 @@ def test_throughput_rates_and_mfu():
 def test_no_mfu_without_flops_or_peak():
   assert "mfu" not in logging_utils.Throughput(10, 1, None, 1e10, 1).metrics(0)
   assert "mfu" not in logging_utils.Throughput(10, 1, 1e9, float("nan"), 1).metrics(0)
+
+
+def test_a_measured_peak_is_not_called_mfu():
+  """On CPU the peak is a matmul rate measured at start (it moves with the machine's load): the
+  ratio gets its own name, and the progress line says what it is."""
+  tp = logging_utils.Throughput(10, 1, 1e9, 1e10, 1, peak_nominal=False)
+  tp.step_done()
+  m = tp.metrics(1)
+  assert "mfu" not in m and m["flops_util_vs_measured_peak"] > 0
+  line = logging_utils.progress_line(1, 10, dict(m, loss=1.0, recon_loss=1.0,
+                                                 contrastive_loss=1.0, learning_rate=1e-3))
+  assert "of measured peak" in line and "mfu" not in line

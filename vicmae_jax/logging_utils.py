@@ -122,16 +122,25 @@ def log_parameter_overview(params, name: str = "online params") -> None:
   logging.info("%s: %.2fM parameters\n%s", name, count / 1e6, text)
 
 
+# The utilisation metric's name: MFU against a datasheet peak, or against a matmul rate measured
+# at start (CPU), which moves with the machine's load and is not comparable across runs.
+MFU, MEASURED_UTIL = "mfu", "flops_util_vs_measured_peak"
+
+
 class Throughput:
-  """Accumulates step and data-wait time between log steps; derives rates, MFU and ETA."""
+  """Accumulates step and data-wait time between log steps; derives rates, MFU and ETA.
+
+  `peak_nominal`: `peak_flops` is the device's datasheet figure (logged as `mfu`); otherwise a
+  figure measured at start, and the ratio is logged as `flops_util_vs_measured_peak`."""
 
   def __init__(self, total_steps: int, pairs_per_step: int, flops_per_step: float | None,
-               peak_flops: float, num_devices: int):
+               peak_flops: float, num_devices: int, peak_nominal: bool = True):
     self.total_steps = total_steps
     self.pairs = pairs_per_step
     self.flops = flops_per_step
     self.peak = peak_flops
     self.devices = num_devices
+    self.util_key = MFU if peak_nominal else MEASURED_UTIL
     self.reset()
     self.started = time.perf_counter()
 
@@ -155,7 +164,7 @@ class Throughput:
            "data_wait_s_per_step": self._data_wait / max(self._steps, 1)}
     if self.flops and np.isfinite(self.peak):
       # XLA's cost analysis gives the per-device program's FLOPs.
-      out["mfu"] = self.flops * steps_per_s / self.peak
+      out[self.util_key] = self.flops * steps_per_s / self.peak
     out["eta_hours"] = (self.total_steps - step) / max(steps_per_s, 1e-9) / 3600
     self.reset()
     return out
@@ -179,8 +188,10 @@ def aggregate_over_processes(scalars: Mapping[str, float]) -> dict[str, float]:
 
 def progress_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
   eta = scalars.get("eta_hours", float("nan"))
+  util = (f"mfu {100 * scalars[MFU]:.1f}%" if MFU in scalars else
+          f"util {100 * scalars.get(MEASURED_UTIL, float('nan')):.1f}% of measured peak")
   return (f"step {step}/{total} ({100 * step / max(total, 1):.1f}%) loss {scalars['loss']:.4f} "
           f"recon {scalars['recon_loss']:.4f} contrast {scalars['contrastive_loss']:.4f} "
           f"lr {scalars['learning_rate']:.2e} | {scalars.get('images_per_s', 0):.1f} img/s "
-          f"mfu {100 * scalars.get('mfu', float('nan')):.1f}% "
-          f"data {100 * scalars.get('data_wait_fraction', 0):.0f}% | ETA {eta * 60:.1f} min")
+          f"{util} data {100 * scalars.get('data_wait_fraction', 0):.0f}% | "
+          f"ETA {eta * 60:.1f} min")

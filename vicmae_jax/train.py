@@ -231,8 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
                peak_source)
 
   logging.info("=== train")
-  throughput = logging_utils.Throughput(sched.total_steps, cfg.batch_size, flops, peak,
-                                        jax.device_count())
+  throughput = logging_utils.Throughput(
+      sched.total_steps, cfg.batch_size, flops, peak, jax.device_count(),
+      peak_nominal=hardware.chip_of(hardware.devices_of(mesh)[0]) is not None)
   recon_fn = _reconstruction_fn(built.graphdef, cfg.model, cfg.loss.norm_pix, mesh)
   hooks = [run_lib.Profile(run.workdir / "profile", cfg.profile.start_step,
                            cfg.profile.num_steps),
