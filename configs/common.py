@@ -10,14 +10,20 @@ import ml_collections
 from vicmae_jax import config_lib
 
 
-def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+def parse_arg(arg: str | None, *, strict: bool = True, **defaults) -> ml_collections.ConfigDict:
   """'tiny,variant=S/16,batch=64' -> ConfigDict(tiny=True, variant='S/16', batch=64).
 
-  Values are cast to the type of the default given for the key; bare words are True flags.
+  Values are cast to the type of the default given for the key; bare words are True flags. A key
+  without a default is an error naming the known ones (a mistyped `:tyny` must not silently run
+  the full recipe), unless `strict=False` (a config that hands the rest to another one).
   """
   out = ml_collections.ConfigDict(defaults)
   if not arg:
     return out
+  keys = [item.partition("=")[0] for item in arg.split(",") if item]
+  unknown = sorted(set(keys) - set(defaults))
+  if strict and unknown:
+    raise ValueError(f"Unknown config argument(s) {unknown}; known: {sorted(defaults)}.")
   for item in arg.split(","):
     if not item:
       continue

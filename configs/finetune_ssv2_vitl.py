@@ -21,7 +21,7 @@ from configs import finetune_k400_vitl
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, tiny=False, labels="")
+  args = common.parse_arg(arg, strict=False, tiny=False, labels="")  # the rest: k400's
   rest = ",".join(i for i in (arg or "").split(",") if i and not i.startswith("labels="))
   c = finetune_k400_vitl.get_config(",".join(x for x in ("kind=ssv2,sampling=segment", rest) if x))
   c.data.labels = args.labels

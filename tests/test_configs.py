@@ -218,11 +218,28 @@ def test_main_rejects_mistyped_key(tmp_path):
   assert proc.returncode != 0
   assert "modle" in proc.stderr
   assert not (tmp_path / "run").exists()  # failed before anything ran
+  proc = subprocess.run(
+      [sys.executable, "-m", "vicmae_jax.main", "--config=configs/vitb_k400.py:tiny",
+       f"--workdir={tmp_path / 'run'}", "--config.input.num_wokers=2"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr
+  assert ("names a key the config does not have: 'num_wokers'\n"
+          'Did you mean "num_workers"') in proc.stderr   # a real line break, not a repr
+
+
+def test_every_config_argument_is_known():
+  """The demo and evaluation configs reject a mistyped argument too (`:stpes=5`)."""
+  from configs import demo, finetune_in1k_vitb
+  with pytest.raises(ValueError, match=r"Unknown config argument\(s\) \['stpes'\]"):
+    demo.get_config("stpes=5")
+  with pytest.raises(ValueError, match="tyny"):
+    finetune_in1k_vitb.get_config("tyny")
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_tiny_variant_is_local_and_valid(name):
+def test_tiny_variant_is_local_and_valid(name, caplog):
   config = load(name, "tiny,data_root=/nonexistent")
+  assert "ignored: data_root=/nonexistent" in caplog.text   # the demo media replace it
   assert [dict(s) for s in config.input.sources] == [dict(kind="demo", path="")]
   assert config.batch_size % DEVICES == 0 and config.total_steps <= 10
   model_cfg = config_lib.validate(config, DEVICES)

@@ -64,6 +64,7 @@ def test_divergence_stops_with_a_clear_message_and_a_checkpoint(tmp_path):
 
 
 def test_export_encoder_from_a_pretraining_workdir(tmp_path):
+  import os
   import subprocess
   import sys
 
@@ -85,6 +86,11 @@ def test_export_encoder_from_a_pretraining_workdir(tmp_path):
   np.testing.assert_array_equal(params["encoder"]["cls_token"],
                                 np.asarray(nnx.to_pure_dict(state.params)["encoder"]["cls_token"]))
   timm = load_state_dict(out / "encoder_timm.safetensors")
+  umask = os.umask(0o022)
+  os.umask(umask)
+  for f in out.rglob("*"):   # shareable like any file the user writes (not 0600)
+    if f.is_file():
+      assert f.stat().st_mode & 0o777 == 0o666 & ~umask, f
   np.testing.assert_array_equal(timm["cls_token"], params["encoder"]["cls_token"])
   assert "blocks.1.attn.qkv.weight" in timm and not any(k.startswith("decoder") for k in timm)
   assert "vit.layers.0.attention.q_proj.weight" in load_state_dict(out / "encoder_hf.safetensors")

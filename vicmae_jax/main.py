@@ -54,6 +54,20 @@ def maybe_initialize_distributed() -> None:
   jax.distributed.initialize(**kwargs)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with a `--config.key=value` naming no key of the config said plainly
+  (ml_collections raises it as an AttributeError whose message is a repr)."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    detail: object = e
+    while isinstance(detail, BaseException) and detail.args:  # AttributeError(KeyError(msg))
+      detail = detail.args[0]
+    sys.exit(f"FATAL: a --config.* override names a key the config does not have: {detail}")
+  except flags.Error as e:
+    sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.")
+
+
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -95,4 +109,4 @@ if __name__ == "__main__":
     tf.config.set_visible_devices([], "GPU")
   except Exception:
     pass
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

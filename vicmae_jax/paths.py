@@ -28,6 +28,20 @@ def resolve(path: str | os.PathLike | None) -> str:
   return os.path.abspath(os.path.expanduser(text))
 
 
+def umask() -> int:
+  """The process's file-creation mask, read without changing it (Linux), else set and reset."""
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        if line.startswith("Umask:"):
+          return int(line.split()[1], 8)
+  except OSError:
+    pass
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def resolve_list(paths: str) -> str:
   """A comma-separated list of paths (or globs), each resolved."""
   return ",".join(resolve(p.strip()) for p in paths.split(",") if p.strip())

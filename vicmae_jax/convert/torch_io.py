@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from vicmae_jax import paths
+
 _WRAPPERS = ("model", "state_dict", "model_state", "module")
 
 
@@ -67,3 +69,7 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: str | os.PathLike,
   from safetensors.numpy import save_file
   arrays = {k: np.ascontiguousarray(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
   save_file(arrays, os.fspath(path), metadata={"format": "pt", **(metadata or {})})
+  # safetensors writes through a private temporary file (mode 0600); exported weights are meant
+  # to be shared like any other file the user writes, so they get the umask's mode.
+  if not paths.is_url(path):
+    os.chmod(path, 0o666 & ~paths.umask())

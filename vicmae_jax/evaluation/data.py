@@ -133,7 +133,7 @@ class _Slots:
   workers: int = 1
 
   def __post_init__(self):
-    self._perm_epoch, self._perm = -1, None
+    self._perm = (-1, None)   # (epoch, permutation): one tuple, swapped whole (read threads)
 
   def __len__(self) -> int:
     return 2**62        # endless: epochs follow each other
@@ -148,10 +148,11 @@ class _Slots:
   def index(self, step: int, slot: int) -> int:
     """The source index at global slot `slot` of batch `step` (per-epoch permutations)."""
     epoch, offset = divmod(step * self.per_step + slot, self.num_examples)
-    if epoch != self._perm_epoch:
-      self._perm_epoch = epoch
-      self._perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
-    return int(self._perm[offset])
+    cached = self._perm
+    if cached[0] != epoch:
+      cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_examples))
+      self._perm = cached
+    return int(cached[1][offset])
 
   def __getitem__(self, e: int) -> tuple[int, int, int]:
     w, k = e % self.workers, e // self.workers
