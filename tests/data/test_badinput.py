@@ -72,6 +72,12 @@ def test_every_kind_is_replaced_and_counted(bad_media):
   assert {'doomed.mp4', 'empty.mp4', 'garbage.mp4', 'cut.mp4', 'one.mp4', 'broken.jpg'} <= names
   assert not names & {'good1.mp4', 'good2.webm', 'png_named.JPEG', 'cmyk_jpeg.jpg',
                       'gray16_png.jpg', 'rgba_png.jpg', 'large_jpeg.jpg'}
+  # Each file's line gives the decoder's reason, not only a kind.
+  why = {os.path.basename(p): v for p, v in it._monitor.bad_files.items()}
+  assert why['doomed.mp4'] == 'missing' and why['empty.mp4'] == 'empty'
+  assert why['garbage.mp4'].startswith('unreadable: ') and len(why['garbage.mp4']) > 14
+  assert why['one.mp4'].startswith('too_short: ') or why['one.mp4'].startswith('truncated: ')
+  assert why['broken.jpg'].startswith('corrupt_image: ')
   # Replacement is deterministic: a second run gives identical batches and counts.
   again = _start(bad_media, **kw)
   for b in batches:
@@ -122,3 +128,13 @@ def test_monitor_state_round_trip():
   other = badinput.BadInputMonitor(lambda s, i: '', ['a'])
   other.set_state(state)
   assert other.metrics() == mon.metrics() and other.bad_files == {'file7': 'missing'}
+
+
+def test_resume_with_a_changed_index_warns_with_both_counts(caplog):
+  mon = badinput.BadInputMonitor(lambda s, i: '', ['vid', 'img'], source_sizes=[19, 5])
+  state = json.loads(json.dumps(mon.get_state()))
+  badinput.BadInputMonitor(lambda s, i: '', ['vid', 'img'], source_sizes=[19, 5]).set_state(state)
+  assert 'changed data' not in caplog.text
+  badinput.BadInputMonitor(lambda s, i: '', ['vid', 'img'], source_sizes=[12, 5]).set_state(state)
+  assert 'resuming with changed data' in caplog.text and 'vid: 19 -> 12' in caplog.text
+  assert 'img' not in caplog.text.split('vid: 19 -> 12')[1].split(')')[0]

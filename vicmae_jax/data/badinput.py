@@ -14,6 +14,8 @@ import numpy as np
 
 KINDS = ('missing', 'empty', 'unreadable', 'truncated', 'too_short', 'corrupt_image', 'exhausted')
 KIND_ID = {k: i for i, k in enumerate(KINDS)}
+CAUSE_CHARS = 120                 # a decoder's reason, cut to this length
+CAUSE_DTYPE = f'<U{CAUSE_CHARS}'
 
 
 class BadInput(Exception):
@@ -39,23 +41,28 @@ def load_with_retries(load: Callable[[int, np.random.Generator], dict[str, Any]]
   'exhausted' (it only happens when most of a source is unreadable, which the monitor stops anyway).
 
   Returns the loaded example plus `_bad_kinds` int32[max_retries + 2] (the kind id of every failed
-  attempt, then 'exhausted' if it came to that; -1 padded) and `_bad_refs` int64[max_retries + 2]
-  (the failed indices), which the monitor turns into counters and file names.
+  attempt, then 'exhausted' if it came to that; -1 padded), `_bad_refs` int64[max_retries + 2]
+  (the failed indices) and `_bad_causes` (the decoder's reason for each, e.g. "moov atom not
+  found", fixed-width text so it batches like the rest), which the monitor turns into counters
+  and file names with causes.
   """
   kinds = np.full(max_retries + 2, -1, np.int32)
   refs = np.full(max_retries + 2, -1, np.int64)
+  causes = np.full(max_retries + 2, '', CAUSE_DTYPE)
   for attempt in range(max_retries + 1):
     try:
       example = load(index, rng)
       break
     except BadInput as e:
       kinds[attempt], refs[attempt] = KIND_ID[e.kind], index
+      causes[attempt] = e.detail[:CAUSE_CHARS]
       index = int(rng.integers(size))
   else:
     kinds[-1] = KIND_ID['exhausted']
     example = placeholder()
   example['_bad_kinds'] = kinds
   example['_bad_refs'] = refs
+  example['_bad_causes'] = causes
   return example
 
 
@@ -71,9 +78,12 @@ class BadInputMonitor:
   """
 
   def __init__(self, describe: Callable[[int, int], str], source_names: Sequence[str],
-               max_fraction: float = 0.01, min_attempts: int = 500):
+               max_fraction: float = 0.01, min_attempts: int = 500,
+               source_sizes: Sequence[int] | None = None):
     self._describe = describe
     self.source_names = list(source_names)
+    # Saved with the state: a resume whose index has changed says so (the order differs).
+    self.source_sizes = list(source_sizes) if source_sizes is not None else None
     self.max_fraction, self.min_attempts = max_fraction, min_attempts
     self.counts = np.zeros(len(KINDS), np.int64)
     self.per_source = np.zeros(len(source_names), np.int64)
@@ -83,6 +93,7 @@ class BadInputMonitor:
   def update(self, batch: dict[str, np.ndarray]) -> None:
     """Consumes the bookkeeping fields of one batch (removing them) and checks the threshold."""
     kinds, refs = batch.pop('_bad_kinds'), batch.pop('_bad_refs')
+    causes = batch.pop('_bad_causes', None)
     units = batch.pop('_unit_source', batch['source'])  # one entry per loaded clip or image
     self.examples += len(units)
     self.per_source += np.bincount(batch['source'], minlength=len(self.source_names))
@@ -94,8 +105,9 @@ class BadInputMonitor:
         continue  # the 'exhausted' slot names no file
       name = self._describe(int(units[row]), int(refs[row, col]))
       if name not in self.bad_files:
-        self.bad_files[name] = KINDS[kinds[row, col]]
-        logging.warning('bad input (%s), replaced: %s', KINDS[kinds[row, col]], name)
+        cause = str(causes[row, col]) if causes is not None else ''
+        self.bad_files[name] = KINDS[kinds[row, col]] + (f': {cause}' if cause else '')
+        logging.warning('bad input (%s), replaced: %s', self.bad_files[name], name)
     self.check()
 
   def failed(self) -> int:
@@ -128,10 +140,19 @@ class BadInputMonitor:
 
   def get_state(self) -> dict[str, Any]:
     return {'counts': self.counts.tolist(), 'per_source': self.per_source.tolist(),
-            'examples': self.examples, 'bad_files': dict(self.bad_files)}
+            'examples': self.examples, 'bad_files': dict(self.bad_files),
+            'source_sizes': self.source_sizes}
 
   def set_state(self, state: dict[str, Any]) -> None:
     self.counts = np.asarray(state['counts'], np.int64)
     self.per_source = np.asarray(state['per_source'], np.int64)
     self.examples = int(state['examples'])
     self.bad_files = dict(state['bad_files'])
+    saved = state.get('source_sizes')
+    if saved and self.source_sizes and list(saved) != self.source_sizes:
+      changed = ', '.join(f'{n}: {a} -> {b}' for n, a, b in
+                          zip(self.source_names, saved, self.source_sizes) if a != b)
+      logging.warning('resuming with changed data: records per source at the checkpoint vs now '
+                      '(%s); the model state is restored, but the data order from here on is '
+                      'not the one the interrupted run would have seen', changed or
+                      f'{len(saved)} sources -> {len(self.source_sizes)}')

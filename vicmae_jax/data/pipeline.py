@@ -56,7 +56,7 @@ from vicmae_jax.sharding import to_global
 # Every key with its default, as plain values (the defaults themselves live in InputConfig).
 DEFAULTS: dict[str, Any] = typed_config.to_dict(InputConfig())
 
-_BOOKKEEPING = ('_bad_kinds', '_bad_refs', '_unit_source', '_record')
+_BOOKKEEPING = ('_bad_kinds', '_bad_refs', '_bad_causes', '_unit_source', '_record')
 
 
 def _plain(obj: Any) -> Any:
@@ -283,6 +283,7 @@ class PretrainIterator(grain.DatasetIterator):
     self._state = state
     self.last_records = (books['_unit_source'], books['_record'])  # which records made this batch
     self._monitor.update({'_bad_kinds': books['_bad_kinds'], '_bad_refs': books['_bad_refs'],
+                          '_bad_causes': books['_bad_causes'],
                           'source': books['source'], '_unit_source': books['_unit_source']})
     return batch
 
@@ -330,7 +331,8 @@ def make_pretrain_iterator(config: Any, *, global_batch_size: int, seed: int,
                     process_index=process_index, process_count=process_count)
   monitor = badinput.BadInputMonitor(lambda s, i: srcs[s].describe(i), names,
                                      max_fraction=config.bad_input_max_fraction,
-                                     min_attempts=config.bad_input_min_examples)
+                                     min_attempts=config.bad_input_min_examples,
+                                     source_sizes=[len(s) for s in srcs])
   it = PretrainIterator(ds, monitor, sharding, config.device_prefetch)
   # One epoch = one pass over every source once (the trainer derives steps per epoch from it).
   it.num_examples = sum(len(s) for s in srcs)
