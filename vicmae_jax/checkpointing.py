@@ -100,6 +100,8 @@ class Checkpointer:
       try:
         return self._restore(step, abstract_state, data_iter), step
       except Exception as e:  # a torn or corrupted checkpoint: try the one before it
+        if _refused(e):  # readable, but not usable as asked: older steps would not be either
+          raise
         logging.warning("checkpoint: step %d in %s is unreadable (%s: %s); trying the previous one",
                         step, self.directory, type(e).__name__, e)
     if steps:
@@ -156,6 +158,17 @@ class Checkpointer:
       return False
     # Every process must save the same step, so agree on the decision.
     return bool(multihost_utils.process_allgather(self._sigterm.is_set()).any())
+
+
+def _refused(error: BaseException) -> bool:
+  """Whether `error` (or what it wraps) says the checkpoint is sound but cannot be used as
+  asked (e.g. `data.pipeline.DataLayoutChanged`), rather than torn."""
+  seen = 0
+  while error is not None and seen < 10:
+    if getattr(error, "not_a_torn_checkpoint", False):
+      return True
+    error, seen = error.__cause__ or error.__context__, seen + 1
+  return False
 
 
 def plain_tree(tree: Any) -> Any:

@@ -24,6 +24,7 @@ from etils import epath
 
 from vicmae_jax import checkpointing, logging_utils, paths, typed_config, workdir_lock
 from vicmae_jax.data.badinput import TooManyBadInputs
+from vicmae_jax.data.pipeline import DataLayoutChanged
 
 
 class TrainingDiverged(RuntimeError):
@@ -31,7 +32,8 @@ class TrainingDiverged(RuntimeError):
 
 
 # Errors that end a run as planned (the message says why and what to do; no traceback needed).
-RUN_ENDING_ERRORS = (TooManyBadInputs, TrainingDiverged, workdir_lock.WorkdirBusy)
+RUN_ENDING_ERRORS = (TooManyBadInputs, TrainingDiverged, workdir_lock.WorkdirBusy,
+                     DataLayoutChanged)
 
 
 @dataclasses.dataclass(frozen=True)

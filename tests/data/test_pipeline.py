@@ -208,3 +208,32 @@ def test_workers_outside_absl_and_pytest(tmp_path):
                        timeout=120, cwd=str(tmp_path))
   assert out.returncode == 0, out.stderr[-2000:]
   assert '(2, 16, 16, 3)' in out.stdout
+
+
+def test_a_resume_with_other_workers_says_what_changed(video_folder, image_folder, tmp_path):
+  """Grain's position depends on the worker count: restoring it into another layout stops with
+  what changed (not 'every checkpoint unreadable'), or restarts the data order on request."""
+  import jax.numpy as jnp
+
+  from vicmae_jax import checkpointing
+  kw = dict(global_batch_size=4, seed=3, process_index=0, process_count=1)
+  it = data.make_pretrain_iterator(_config(video_folder, image_folder), **kw)
+  _take(it, 2)
+  state = {'x': jnp.zeros(2)}
+  ckpt = checkpointing.Checkpointer(str(tmp_path), every_steps=1, async_save=False)
+  ckpt.save(2, state, it, None, force=True)
+  ckpt.close()
+  it.close()
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), state)
+
+  other = data.make_pretrain_iterator(_config(video_folder, image_folder, num_workers=2), **kw)
+  with pytest.raises(pipeline.DataLayoutChanged, match=r'num_workers 0 -> 2.*on_layout_change'):
+    checkpointing.Checkpointer(str(tmp_path), every_steps=1).restore_latest(abstract, other)
+  other.close()
+  restart = data.make_pretrain_iterator(
+      _config(video_folder, image_folder, num_workers=2, on_layout_change='restart'), **kw)
+  restored, step = checkpointing.Checkpointer(str(tmp_path), every_steps=1).restore_latest(
+      abstract, restart)
+  assert step == 2 and restart.metrics()['data/loaded'] == 8   # counters kept
+  assert next(restart)['view1'].shape == (4, 32, 32, 3)        # the data order starts again
+  restart.close()

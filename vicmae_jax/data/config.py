@@ -59,6 +59,13 @@ class InputConfig:
   bad_input_min_examples: int = 500     # ...once this many were attempted
   bad_input_max_retries: int = 5        # replacements tried for one bad example
   device_prefetch: int = 2              # global batches assembled on device ahead of use
+  # A resume whose data position was saved with other num_workers or process count: 'error'
+  # stops and says what changed; 'restart' keeps the model state and restarts the data order.
+  on_layout_change: str = 'error'
+
+  def __post_init__(self):
+    if self.on_layout_change not in ('error', 'restart'):
+      raise ValueError(f"on_layout_change must be error or restart, got {self.on_layout_change!r}")
 
   @classmethod
   def of(cls, config: Any) -> "InputConfig":

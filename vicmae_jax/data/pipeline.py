@@ -204,6 +204,15 @@ def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: S
   return it
 
 
+class DataLayoutChanged(RuntimeError):
+  """A checkpoint's data position was saved with other workers or processes than this run has.
+
+  The checkpoint itself is sound (`not_a_torn_checkpoint`: the checkpointer must not fall back to
+  an older step, which would have the same layout)."""
+
+  not_a_torn_checkpoint = True
+
+
 class PretrainIterator(grain.DatasetIterator):
   """Iterator over contract batches with bad-input monitoring and Grain-compatible state.
 
@@ -216,7 +225,8 @@ class PretrainIterator(grain.DatasetIterator):
   """
 
   def __init__(self, dataset, monitor: badinput.BadInputMonitor, sharding=None,
-               device_prefetch: int = 0):
+               device_prefetch: int = 0, layout: dict[str, int] | None = None,
+               on_layout_change: str = 'error'):
     # Thread fields first: close() (also run by Grain at garbage collection) must always work.
     self._queue: queue.Queue | None = None
     self._stop = threading.Event()
@@ -228,6 +238,10 @@ class PretrainIterator(grain.DatasetIterator):
     self._depth = device_prefetch if sharding is not None else 0
     self._state = self._inner.get_state()
     self.last_records: tuple[np.ndarray, np.ndarray] | None = None
+    # What the pipeline position depends on besides the config and seed (Grain's per-worker
+    # state): saved with it, compared on restore.
+    self._layout = dict(layout or {})
+    self._on_layout_change = on_layout_change
 
   # -- producer -------------------------------------------------------------------------------
   def _produce_one(self) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
@@ -288,12 +302,32 @@ class PretrainIterator(grain.DatasetIterator):
     return batch
 
   def get_state(self) -> dict[str, Any]:
-    return {'pipeline': self._state, 'monitor': self._monitor.get_state()}
+    return {'pipeline': self._state, 'monitor': self._monitor.get_state(),
+            'layout': dict(self._layout)}
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._stop_thread()
-    self._inner.set_state(state['pipeline'])
-    self._state = state['pipeline']
+    saved = state.get('layout')
+    problem = ''
+    if saved is not None and saved != self._layout:
+      problem = ', '.join(f'{k} {saved.get(k)} -> {v}' for k, v in self._layout.items()
+                          if saved.get(k) != v)
+    else:
+      try:
+        self._inner.set_state(state['pipeline'])
+        self._state = state['pipeline']
+      except (KeyError, ValueError, TypeError, IndexError) as e:  # an older checkpoint's layout
+        problem = f'the saved position does not fit this pipeline ({type(e).__name__}: {e})'
+    if problem:
+      message = (f'the data position in the checkpoint was saved with another input layout '
+                 f'({problem}).')
+      if self._on_layout_change != 'restart':
+        raise DataLayoutChanged(
+            f'{message} Resume with the same input.num_workers and process count, or pass '
+            f'--config.input.on_layout_change=restart to keep the model state and restart the '
+            f'data order.')
+      logging.warning('%s input.on_layout_change=restart: the model state is restored; the data '
+                      'order starts again from its beginning.', message)
     self._monitor.set_state(state['monitor'])
 
   def metrics(self) -> dict[str, float]:
@@ -333,7 +367,9 @@ def make_pretrain_iterator(config: Any, *, global_batch_size: int, seed: int,
                                      max_fraction=config.bad_input_max_fraction,
                                      min_attempts=config.bad_input_min_examples,
                                      source_sizes=[len(s) for s in srcs])
-  it = PretrainIterator(ds, monitor, sharding, config.device_prefetch)
+  it = PretrainIterator(ds, monitor, sharding, config.device_prefetch,
+                        layout=dict(num_workers=config.num_workers, process_count=process_count),
+                        on_layout_change=config.on_layout_change)
   # One epoch = one pass over every source once (the trainer derives steps per epoch from it).
   it.num_examples = sum(len(s) for s in srcs)
   it.source_names = list(names)
