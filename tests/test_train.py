@@ -37,6 +37,8 @@ def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
   assert sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == [10, 20, 30]
   assert list(workdir.glob("events.out.tfevents.*"))
   assert (workdir / "images" / "reconstruction_00000030.png").stat().st_size > 1000
+  table = (workdir / "parameters.txt").read_text()   # the table goes to a file, not the console
+  assert table.startswith("online params:") and "encoder/blocks/0/attn/qkv/kernel" in table
   row = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
   for key in ("recon_loss", "contrastive_loss", "learning_rate", "ema_momentum", "grad_norm",
               "skipped_steps", "data_wait_fraction", "steps_per_s", "images_per_s",

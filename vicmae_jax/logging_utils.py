@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from typing import Any, Mapping
 
@@ -108,7 +109,10 @@ def create_writers(workdir: str):
   return writer, (JsonlWriter(workdir) if lead else None)
 
 
-def log_parameter_overview(params, name: str = "online params") -> None:
+def log_parameter_overview(params, name: str = "online params",
+                           workdir: str | os.PathLike | None = None) -> None:
+  """One line with the parameter count to the log; the per-array table (~100 lines for a ViT) to
+  WORKDIR/parameters.txt when a workdir is given, else to the log too."""
   from clu import parameter_overview
   from flax import nnx
   if isinstance(params, nnx.State):
@@ -118,8 +122,15 @@ def log_parameter_overview(params, name: str = "online params") -> None:
     text = parameter_overview.get_parameter_overview(tree, include_stats=False)
   except Exception as e:  # overview is a convenience: never fail a run on it
     text = f"(overview unavailable: {e})"
-  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  logging.info("%s: %.2fM parameters\n%s", name, count / 1e6, text)
+  leaves = jax.tree.leaves(params)
+  count = sum(int(np.prod(x.shape)) for x in leaves)
+  if workdir is None:
+    logging.info("%s: %.2fM parameters\n%s", name, count / 1e6, text)
+    return
+  path = epath.Path(workdir) / "parameters.txt"
+  path.write_text(f"{name}: {count:,} parameters in {len(leaves)} arrays\n{text}\n")
+  logging.info("%s: %.2fM parameters in %d arrays (table: %s)", name, count / 1e6, len(leaves),
+               path)
 
 
 # The utilisation metric's name: MFU against a datasheet peak, or against a matmul rate measured

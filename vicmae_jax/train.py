@@ -217,7 +217,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
       built.state, lambda: init_train_state(cfg.model, built.tx, cfg.seed, mesh,
                                             built.state_shardings), it)
   if run.lead:
-    logging_utils.log_parameter_overview(state.params)
+    logging_utils.log_parameter_overview(state.params, workdir=run.workdir)
   logging.info("starting at step %d of %d", first_step, sched.total_steps)
 
   logging.info("=== compile")

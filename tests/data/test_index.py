@@ -41,6 +41,16 @@ def test_kinetics_errors_name_file_and_line(tmp_path):
   assert len(index.read_kinetics_csv(missing, root, on_missing='skip')) == 1
 
 
+def test_an_empty_index_file_says_so(tmp_path):
+  root = _kinetics_tree(tmp_path, [('a', 'aaa')])
+  empty = write(str(tmp_path / 'e.csv'), b'')
+  with pytest.raises(index.IndexFormatError, match=r'e\.csv: the file is empty') as e:
+    index.read_kinetics_csv(empty, root)
+  assert 'header is []' not in str(e.value)
+  with pytest.raises(index.IndexFormatError, match=r'no usable entries \(the file is empty\)'):
+    index.read_path_csv(empty)
+
+
 def test_path_csv_variants(tmp_path):
   for name in ('a.mp4', 'b.mp4', 'dir with space/c.mp4'):
     write(str(tmp_path / name), b'x')

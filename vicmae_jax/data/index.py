@@ -60,7 +60,9 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
       gone = {id(r) for r in missing}
       rows = [r for r in rows if id(r) not in gone]
   if not rows:
-    raise IndexFormatError(f'{origin}: no usable entries')
+    raise IndexFormatError(f'{origin}: no usable entries' + (
+        '' if os.path.isdir(origin) or not os.path.isfile(origin) or os.path.getsize(origin)
+        else ' (the file is empty)'))
   names = sorted({lab for _, lab, _ in rows if lab != ''})
   if names and all(re.fullmatch(r'-?\d+', n) for n in names):
     labels = tuple(int(lab) if lab != '' else -1 for _, lab, _ in rows)
@@ -97,6 +99,9 @@ def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'err
   with open(csv_path, newline='') as f:
     reader = csv.reader(f)
     header = [h.strip() for h in next(reader, [])]
+    if not header:
+      _fail([f'{csv_path}: the file is empty (expected a header with columns '
+             f'{list(KINETICS_COLUMNS)})'], csv_path)
     need = [c for c in KINETICS_COLUMNS[1:] if c not in header]
     if need:
       _fail([f'{csv_path}:1: missing column(s) {need}; header is {header}'], csv_path)

@@ -197,7 +197,7 @@ def finetune(config: EvalConfig | ml_collections.ConfigDict, workdir: str,
           nnx.state(model, nnx.Param)), it)
   model = None  # the state holds the (sharded) params now; free the unsharded copy
   if run.lead:
-    logging_utils.log_parameter_overview(state.params)
+    logging_utils.log_parameter_overview(state.params, "classifier params", workdir=run.workdir)
 
   def run_eval(params):
     if video:
