@@ -120,3 +120,26 @@ def test_video_fine_tuning_val_split_uses_the_train_numbering(tmp_path):
   spec = {'kind': 'video_folder', 'train': str(tmp_path / 'train'), 'val': str(tmp_path / 'val')}
   val = video_data.build_video_source(spec, 'val')
   assert val.index.labels == (1,) and val.num_classes == 2
+
+
+def test_index_paths_stay_inside_their_root(tmp_path):
+  """A Kinetics id or a CSV path that climbs out of the source root (or is absolute elsewhere)
+  is an index error naming the line, unless the source allows paths outside its root."""
+  root = _kinetics_tree(tmp_path, [('a', 'aaa')])
+  write(str(tmp_path / 'outside' / 'escape_000010_000020.mp4'), b'x')
+  write(str(tmp_path / 'secret.txt'), b'x')
+  csv = write(str(tmp_path / 'k.csv'), b'label,youtube_id,time_start,time_end,split\n'
+              b'a,aaa,10,20,train\na,../outside/escape,10,20,train\n')
+  with pytest.raises(index.IndexFormatError, match=r'k\.csv:3: .* is outside the source root'):
+    index.read_kinetics_csv(csv, root)
+  lst = write(str(tmp_path / 'lists' / 'l.csv'),
+              f'ok.mp4,0\n../secret.txt,0\n{tmp_path / "secret.txt"},1\n'.encode())
+  write(str(tmp_path / 'lists' / 'ok.mp4'), b'x')
+  with pytest.raises(index.IndexFormatError) as e:
+    index.read_index(dict(kind='video_csv', path=lst))
+  assert 'l.csv:2' in str(e.value) and 'l.csv:3' in str(e.value) and 'l.csv:1' not in str(e.value)
+  allowed = index.read_index(dict(kind='video_csv', path=lst, allow_outside_root=True))
+  assert len(allowed) == 3
+  ssv2 = write(str(tmp_path / 's.json'), json.dumps([{'id': '../../x'}]).encode())
+  with pytest.raises(index.IndexFormatError, match='outside the source root'):
+    index.read_ssv2_json(ssv2, str(tmp_path / 'videos'))

@@ -41,7 +41,8 @@ def test_csv_split_and_unlabelled_folder(folders, tmp_path):
   files = sorted((folders / "train").rglob("*.png"))
   csv = tmp_path / "train.csv"
   csv.write_text("".join(f"{p},{p.parent.name}\n" for p in files))
-  src = data_lib.build_source(dict(kind="image_csv", train=str(csv), val=str(csv)), "val")
+  src = data_lib.build_source(dict(kind="image_csv", train=str(csv), val=str(csv),
+                                   root=str(folders)), "val")
   assert len(src) == 15 and src.num_classes == 3
   flat = tmp_path / "flat"
   flat.mkdir()

@@ -74,6 +74,25 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
   return Index(tuple(p for p, _, _ in rows), labels, classes, origin)
 
 
+def _confine(rows: list[tuple[str, str, str]], root: str, allow_outside: bool,
+             problems: list[str]) -> list[tuple[str, str, str]]:
+  """The rows whose path stays inside `root` (lexically: `..` and absolute paths that leave it;
+  symlinks inside the root are the dataset owner's choice and are followed). The others become
+  index problems, unless the source allows paths outside its root."""
+  if allow_outside:
+    return rows
+  base = os.path.normpath(os.path.abspath(root))
+  kept = []
+  for path, label, where in rows:
+    full = os.path.normpath(os.path.abspath(path))
+    if os.path.commonpath([base, full]) != base:
+      problems.append(f'{where}: {path} is outside the source root {base} (declare the source '
+                      f'with allow_outside_root=True to read paths outside it)')
+    else:
+      kept.append((path, label, where))
+  return kept
+
+
 def _stem_map(root: str, extensions: Iterable[str]) -> dict[str, str]:
   """Maps file stems to paths in `root` and its class folders (one scan, not a stat per row)."""
   out: dict[str, str] = {}
@@ -87,7 +106,8 @@ def _stem_map(root: str, extensions: Iterable[str]) -> dict[str, str]:
   return out
 
 
-def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'error') -> Index:
+def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'error',
+                      allow_outside_root: bool = False) -> Index:
   """Official Kinetics-400/600/700 annotations: `label,youtube_id,time_start,time_end,split[,...]`.
 
   Clips are expected as `{youtube_id}_{time_start:06d}_{time_end:06d}.{mp4,webm,mkv}` directly in
@@ -126,11 +146,13 @@ def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'err
       path = stems.get(stem, os.path.join(videos_root, stem + '.mp4'))
       label = row[col['label']].strip() if 'label' in col else ''
       rows.append((path, label, where))
+  rows = _confine(rows, videos_root, allow_outside_root, problems)
   _fail(problems, csv_path)
   return _finish(rows, csv_path, on_missing, check_exists=True)
 
 
-def read_path_csv(csv_path: str, root: str | None = None, *, on_missing: str = 'error') -> Index:
+def read_path_csv(csv_path: str, root: str | None = None, *, on_missing: str = 'error',
+                  allow_outside_root: bool = False) -> Index:
   """`path,label` CSV (header optional, label optional), or VideoMAE-style `path label` lines.
 
   Relative paths are resolved against `root` (default: the CSV's folder).
@@ -154,12 +176,14 @@ def read_path_csv(csv_path: str, root: str | None = None, *, on_missing: str = '
       continue
     path = fields[0] if os.path.isabs(fields[0]) else os.path.join(root, fields[0])
     rows.append((path, fields[1] if len(fields) == 2 else '', where))
+  rows = _confine(rows, root, allow_outside_root, problems)
   _fail(problems, csv_path)
   return _finish(rows, csv_path, on_missing, check_exists=True)
 
 
 def read_ssv2_json(json_path: str, videos_root: str, labels_json: str | None = None, *,
-                   on_missing: str = 'error', extension: str = '.webm') -> Index:
+                   on_missing: str = 'error', extension: str = '.webm',
+                   allow_outside_root: bool = False) -> Index:
   """Something-Something-v2: a list of {"id", "template", ...}; videos are `{id}.webm`.
 
   `labels_json` (`labels.json`, template -> class id) gives the official class numbering; the
@@ -190,6 +214,7 @@ def read_ssv2_json(json_path: str, videos_root: str, labels_json: str | None = N
         continue
       label = classes[name]
     rows.append((os.path.join(videos_root, f"{item['id']}{extension}"), label, where))
+  rows = _confine(rows, videos_root, allow_outside_root, problems)
   _fail(problems, json_path)
   return _finish(rows, json_path, on_missing, check_exists=True)
 
@@ -227,17 +252,21 @@ def read_index(spec: Mapping[str, Any], *, classes: Sequence[str] | None = None)
   another split did (a validation split that lacks a class must not shift the others).
   """
   kind, path = spec['kind'], spec['path']
-  on_missing = spec.get('on_missing') or 'error'
+  # Index entries stay inside their source's root unless the source says otherwise.
+  kw = dict(on_missing=spec.get('on_missing') or 'error',
+            allow_outside_root=bool(spec.get('allow_outside_root', False)))
+  if kw['allow_outside_root'] and kind not in ('mit', 'video_folder', 'image_folder'):
+    logging.info('%s: entries may name files outside the source root (allow_outside_root)', path)
   if kind in ('mit', 'video_folder'):
     idx = scan_folder(path, VIDEO_EXTENSIONS)
   elif kind == 'image_folder':
     idx = scan_folder(path, images.IMAGE_EXTENSIONS)
   elif kind == 'kinetics_csv':
-    idx = read_kinetics_csv(path, spec['root'], on_missing=on_missing)
+    idx = read_kinetics_csv(path, spec['root'], **kw)
   elif kind in ('video_csv', 'image_csv'):
-    idx = read_path_csv(path, spec.get('root') or None, on_missing=on_missing)
+    idx = read_path_csv(path, spec.get('root') or None, **kw)
   elif kind == 'ssv2':
-    idx = read_ssv2_json(path, spec['root'], spec.get('labels') or None, on_missing=on_missing)
+    idx = read_ssv2_json(path, spec['root'], spec.get('labels') or None, **kw)
   else:
     raise ValueError(f'unknown index kind {kind!r}; expected one of {VIDEO_KINDS + IMAGE_KINDS}')
   return idx if classes is None else relabel(idx, classes)

@@ -14,7 +14,8 @@ Batch contract, per process (B = global_batch_size / process_count):
 
 Config keys (a dict, a ConfigDict or a data.config.InputConfig, where the defaults live; unknown
 keys are errors):
-    sources: list of {kind, path, weight, name, root, split, data_dir, labels, on_missing}
+    sources: list of {kind, path, weight, name, root, split, data_dir, labels, on_missing,
+                      allow_outside_root (index entries may leave `root`; default: an error)}
       kind: 'kinetics_csv' (path = CSV, root = videos), 'video_csv' (path,label CSV), 'ssv2'
             (path = train JSON, root = webm folder, labels = labels.json), 'mit' / 'video_folder'
             (folder, class subfolders optional), 'image_folder' (ImageNet layout or flat),
@@ -33,6 +34,9 @@ keys are errors):
     reseek_s: seek instead of demuxing forward when the next frame is this far ahead (5 s)
     bad_input_max_fraction (0.01), bad_input_min_examples (500), bad_input_max_retries (5)
     device_prefetch: batches assembled on device ahead of use when a sharding is given (2)
+    on_layout_change: a resume whose data position was saved with other num_workers or process
+      count: 'error' (default: say what changed) or 'restart' (keep the model state, restart
+      the data order)
 
 Determinism: batches depend only on (config, seed, process_index, process_count, num_workers);
 restoring `get_state()` into a fresh iterator replays the same batches bit for bit.

@@ -55,6 +55,7 @@ class DataConfig:
   root: str = ""                 # index files: the folder relative paths start from
   labels: str = ""               # ssv2: labels.json (template -> class id)
   on_missing: str = "error"      # index rows naming missing files: error | skip
+  allow_outside_root: bool = False  # index rows may name files outside `root` (or the CSV's folder)
   threads: int = 16              # read threads per process
   num_workers: int = 0           # Grain worker processes of the training input (0: in-process)
   train_size: int = 0            # toy kinds: examples per split

@@ -35,11 +35,11 @@ VIDEO_KINDS = index_lib.VIDEO_KINDS
 
 
 def read_index(kind: str, path: str, root: str | None, labels: str | None,
-               on_missing: str) -> index_lib.Index:
+               on_missing: str, allow_outside_root: bool = False) -> index_lib.Index:
   if kind not in VIDEO_KINDS:
     raise ValueError(f'--kind must be one of {VIDEO_KINDS}, got {kind!r}')
   return index_lib.read_index(dict(kind=kind, path=path, root=root, labels=labels,
-                                   on_missing=on_missing))
+                                   on_missing=on_missing, allow_outside_root=allow_outside_root))
 
 
 def resize_short_side(img: np.ndarray, short_side: int) -> np.ndarray:
@@ -116,6 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument('--root', type=paths.resolve, help='videos folder for CSV/JSON indexes')
   parser.add_argument('--labels', type=paths.resolve, help='SSv2 labels.json')
   parser.add_argument('--on_missing', default='skip', choices=('error', 'skip'))
+  parser.add_argument('--allow_outside_root', action='store_true',
+                      help='index entries may name files outside --root (or the CSV folder)')
   parser.add_argument('--out', required=True, type=paths.resolve)
   parser.add_argument('--frames_per_video', type=int, default=16)
   parser.add_argument('--short_side', type=int, default=256, help='0 keeps the size')
@@ -124,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument('--workers', type=int, default=os.cpu_count() or 1)
   args = parser.parse_args(argv)
 
-  idx = read_index(args.kind, args.path, args.root, args.labels, args.on_missing)
+  idx = read_index(args.kind, args.path, args.root, args.labels, args.on_missing,
+                   args.allow_outside_root)
   os.makedirs(args.out, exist_ok=True)
   n = math.ceil(len(idx) / args.videos_per_shard)
   jobs = []
