@@ -56,3 +56,30 @@ def test_truncated_and_missing(tmp_path):
   with pytest.raises(BadInput) as e:
     images.read_image(str(tmp_path / 'nope.jpg'))
   assert e.value.kind == 'missing'
+
+
+def test_huge_jpeg_decodes_reduced_and_bombs_name_the_rule(tmp_path):
+  """A real 14000x14000 JPEG (over PIL's own bomb limit) decodes at reduced scale; an image whose
+  decode would exceed max_pixels is refused, and the message says by which rule."""
+  import io
+  import time
+
+  from PIL import Image
+  buf = io.BytesIO()
+  Image.new('L', (14000, 14000), 128).save(buf, 'JPEG', quality=50)
+  path = tmp_path / 'huge.jpg'
+  path.write_bytes(buf.getvalue())
+  t0 = time.perf_counter()
+  img = images.read_image(str(path), max_side=1024)
+  assert img.shape == (1024, 1024, 3) and abs(int(img.mean()) - 128) <= 1
+  assert time.perf_counter() - t0 < 10   # DCT-scaled: not a 196 Mpx decode
+  png = io.BytesIO()
+  Image.new('RGB', (3000, 2000), (10, 20, 30)).save(png, 'PNG')
+  with pytest.raises(BadInput, match=r'max_pixels: 3000x2000 PNG would decode to 6,000,000 '
+                                     r'pixels, over the limit 1,000,000') as e:
+    images.decode_image(png.getvalue(), 1024, 'bomb.png', max_pixels=1_000_000)
+  assert e.value.kind == 'corrupt_image'
+  # The same pixels as a JPEG decode at 1/2 scale (1500x1000): under the limit.
+  jpg = io.BytesIO()
+  Image.new('RGB', (3000, 2000), (10, 20, 30)).save(jpg, 'JPEG')
+  assert images.decode_image(jpg.getvalue(), 512, 'ok.jpg', max_pixels=2_000_000).shape[1] == 512

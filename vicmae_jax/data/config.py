@@ -54,6 +54,7 @@ class InputConfig:
   worker_buffer_size: int = 2           # batches buffered per worker
   decode_threads: int = 1               # FFmpeg threads per decode (1 is best, a worker per core)
   max_side: int = 1024                  # larger images/frames are downscaled before augmenting
+  max_pixels: int = 200_000_000         # decodes larger than this (after JPEG draft) are refused
   reseek_s: float = 5.0                 # seek instead of demuxing forward past this gap
   bad_input_max_fraction: float = 0.01  # stop when more than this fraction of inputs is bad...
   bad_input_min_examples: int = 500     # ...once this many were attempted

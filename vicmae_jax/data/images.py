@@ -19,6 +19,12 @@ from vicmae_jax.data.badinput import BadInput
 # Transparent pixels become the ImageNet mean colour, which normalises to ~0 (a neutral input).
 _ALPHA_BACKGROUND = (124, 116, 104)
 
+# The decompression-bomb rule is ours, not PIL's: PIL refuses anything over ~179 Mpx at open,
+# before knowing that a JPEG decodes at 1/8 scale for nearly nothing (a real 14000x14000 photo).
+# We count the pixels the decoder will actually produce and refuse above `max_pixels`.
+Image.MAX_IMAGE_PIXELS = None
+DEFAULT_MAX_PIXELS = 200_000_000   # ~600 MB of RGB: a true bomb, not a large photo
+
 
 def _to_rgb(img: Image.Image) -> Image.Image:
   mode = img.mode
@@ -37,19 +43,30 @@ def _to_rgb(img: Image.Image) -> Image.Image:
   return img.convert('RGB')  # L, P, CMYK (Adobe inversion handled by the JPEG plugin), YCbCr, 1
 
 
-def decode_image(data: bytes, max_side: int | None = 1024, name: str = '') -> np.ndarray:
+def decode_image(data: bytes, max_side: int | None = 1024, name: str = '',
+                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Decodes image bytes to HxWx3 uint8 RGB with EXIF orientation applied.
 
-  Raises BadInput('empty' | 'corrupt_image') instead of PIL's assorted errors.
+  Large JPEGs are decoded reduced (DCT scaling to about `max_side`); an image whose decode would
+  still produce more than `max_pixels` pixels is refused as a decompression bomb.
+  Raises BadInput('empty' | 'corrupt_image') instead of PIL's assorted errors; the detail says
+  which rule refused the image.
   """
   if not data:
     raise BadInput('empty', name)
   try:
     with warnings.catch_warnings():
-      warnings.simplefilter('ignore')  # decompression-bomb and EXIF warnings: we downscale anyway
+      warnings.simplefilter('ignore')  # EXIF warnings
       img = Image.open(io.BytesIO(data))
+      full = img.size
       if max_side and img.format == 'JPEG' and max(img.size) > 2 * max_side:
         img.draft(img.mode if img.mode != 'CMYK' else 'CMYK', (max_side, max_side))
+      pixels = img.size[0] * img.size[1]  # what the decoder will produce (after any draft)
+      if max_pixels and pixels > max_pixels:
+        raise BadInput('corrupt_image', name,
+                       f'max_pixels: {full[0]}x{full[1]} {img.format} would decode to {pixels:,} '
+                       f'pixels, over the limit {max_pixels:,} (a decompression bomb? raise '
+                       f'input.max_pixels to accept it)')
       img.load()
       img = ImageOps.exif_transpose(img) if 0x0112 in img.getexif() else img
       img = _to_rgb(img)
@@ -63,7 +80,8 @@ def decode_image(data: bytes, max_side: int | None = 1024, name: str = '') -> np
   return arr
 
 
-def read_image(path: str, max_side: int | None = 1024) -> np.ndarray:
+def read_image(path: str, max_side: int | None = 1024,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Reads and decodes an image file; missing or empty files raise the matching BadInput."""
   try:
     with open(path, 'rb') as f:
@@ -74,7 +92,7 @@ def read_image(path: str, max_side: int | None = 1024) -> np.ndarray:
     raise BadInput('corrupt_image', path, str(e)) from None
   if not data:
     raise BadInput('empty', path)
-  return decode_image(data, max_side, path)
+  return decode_image(data, max_side, path, max_pixels)
 
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.gif', '.tif', '.tiff')

@@ -31,6 +31,8 @@ keys are errors):
     worker_buffer_size: batches buffered per worker (2)
     decode_threads: FFmpeg threads per decode (1 is best with one worker per core)
     max_side: images/frames larger than this are downscaled before augmentation (1024)
+    max_pixels: an image whose decode (after JPEG draft scaling) would exceed this many pixels is
+      refused as a decompression bomb (200 M)
     reseek_s: seek instead of demuxing forward when the next frame is this far ahead (5 s)
     bad_input_max_fraction (0.01), bad_input_min_examples (500), bad_input_max_retries (5)
     device_prefetch: batches assembled on device ahead of use when a sharding is given (2)
@@ -129,6 +131,7 @@ def build_sources(config: Any) -> tuple[list[sources_lib.PairSource], list[str],
   for n, spec in enumerate(specs):
     src = sources_lib.build_source(spec, sampling=config.pair_sampling,
                                    threads=config.decode_threads, max_side=config.max_side,
+                                   max_pixels=config.max_pixels,
                                    reseek_s=config.reseek_s)
     srcs.append(src)
     names.append(spec.get('name') or f'{n}_{spec["kind"]}')

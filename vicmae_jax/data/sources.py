@@ -54,8 +54,9 @@ class ImageFileSource:
   """Two views of one image file (ImageNet folder layout, flat folders, lists of paths)."""
   is_video = False
 
-  def __init__(self, index: index_lib.Index, *, max_side: int | None = 1024):
-    self.index, self.max_side = index, max_side
+  def __init__(self, index: index_lib.Index, *, max_side: int | None = 1024,
+               max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
+    self.index, self.max_side, self.max_pixels = index, max_side, max_pixels
 
   def __len__(self) -> int:
     return len(self.index)
@@ -64,7 +65,7 @@ class ImageFileSource:
     return self.index.paths[i]
 
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs:
-    img = images.read_image(self.index.paths[i], self.max_side)
+    img = images.read_image(self.index.paths[i], self.max_side, self.max_pixels)
     return [(img, img)] * k
 
 
@@ -77,10 +78,12 @@ class TfdsImageSource:
   is_video = False
 
   def __init__(self, name: str, split: str = 'train', data_dir: str | None = None, *,
-               image_key: str = 'image', max_side: int | None = 1024):
+               image_key: str = 'image', max_side: int | None = 1024,
+               max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
     import tensorflow_datasets as tfds  # lazy: TF import is slow and only this source needs it
 
     self.name, self.split, self.image_key, self.max_side = name, split, image_key, max_side
+    self.max_pixels = max_pixels
     self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
                                     decoders={image_key: tfds.decode.SkipDecoding()})
 
@@ -92,7 +95,7 @@ class TfdsImageSource:
 
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs:
     data = self._source[i][self.image_key]
-    img = images.decode_image(data, self.max_side, self.describe(i))
+    img = images.decode_image(data, self.max_side, self.describe(i), self.max_pixels)
     return [(img, img)] * k
 
 
@@ -152,15 +155,17 @@ def expand_shards(path: str) -> list[str]:
 
 
 def build_source(spec: dict[str, Any], *, sampling: video.PairSampling, threads: int = 1,
-                 max_side: int | None = 1024, reseek_s: float = 5.0) -> PairSource:
+                 max_side: int | None = 1024, reseek_s: float = 5.0,
+                 max_pixels: int | None = images.DEFAULT_MAX_PIXELS) -> PairSource:
   """Creates a source from one entry of `config.sources` (see pipeline.py for the keys)."""
   kind = spec['kind']
   if kind == 'tfds':
     return TfdsImageSource(spec['path'], spec.get('split', 'train'), spec.get('data_dir'),
-                           image_key=spec.get('image_key', 'image'), max_side=max_side)
+                           image_key=spec.get('image_key', 'image'), max_side=max_side,
+                           max_pixels=max_pixels)
   if kind == 'frames':
     return FrameRecordSource(expand_shards(spec['path']), sampling, max_side=max_side)
   idx = index_lib.read_index(spec)
   if kind in index_lib.IMAGE_KINDS:
-    return ImageFileSource(idx, max_side=max_side)
+    return ImageFileSource(idx, max_side=max_side, max_pixels=max_pixels)
   return VideoSource(idx, sampling, threads=threads, max_side=max_side, reseek_s=reseek_s)
