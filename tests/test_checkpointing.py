@@ -65,10 +65,36 @@ def test_unreadable_newest_checkpoint_falls_back_to_the_previous(tmp_path, caplo
     if f.is_file() and "d" in f.parent.name:
       f.write_bytes(b"garbage")
   with caplog.at_level(logging.WARNING):
-    restored, step = checkpointing.Checkpointer(str(tmp_path), every_steps=1).restore_latest(
-        _abstract(state, shardings))
+    again = checkpointing.Checkpointer(str(tmp_path), every_steps=1)
+    restored, step = again.restore_latest(_abstract(state, shardings))
   assert step == 1 and int(restored.step) == 0
   assert "step 2" in caplog.text and "unreadable" in caplog.text
+  # The torn step is moved aside (kept, and said where), out of the rotation, and saved again.
+  aside = tmp_path.parent / f"{tmp_path.name}_torn" / "2"
+  assert (aside / "state").is_dir() and str(aside) in caplog.text
+  assert again.all_steps() == [1]
+  assert again.save(2, later, None, None, force=True)
+  again.close()
+  assert checkpointing.Checkpointer(str(tmp_path), every_steps=1).all_steps() == [1, 2]
+  assert len(caplog.text) < 5000    # one warning per step, not kilobytes of tensorstore specs
+
+
+def test_abandoned_reads_are_quiet():
+  """What the failed restore's pending reads report into its closed event loop is dropped;
+  other unraisable errors still reach the previous hook."""
+  seen = []
+  hook = checkpointing._drop_closed_loop_reports(lambda u: seen.append(u.exc_value))
+
+  class Unraisable:
+    def __init__(self, exc):
+      self.exc_value = exc
+
+  hook(Unraisable(RuntimeError("Event loop is closed")))
+  hook(Unraisable(ValueError("something else")))
+  assert [str(e) for e in seen] == ["something else"]
+  record = logging.LogRecord("asyncio", logging.ERROR, "", 0, "Future exception was never "
+                             "retrieved\nfuture: ...", None, None)
+  assert not checkpointing._DropUnretrievedFutures().filter(record)
 
 
 def test_interval_and_keep_last_k(tmp_path):

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -102,11 +103,32 @@ class Checkpointer:
       except Exception as e:  # a torn or corrupted checkpoint: try the one before it
         if _refused(e):  # readable, but not usable as asked: older steps would not be either
           raise
+        _quiet_abandoned_reads()
         logging.warning("checkpoint: step %d in %s is unreadable (%s: %s); trying the previous one",
-                        step, self.directory, type(e).__name__, e)
+                        step, self.directory, type(e).__name__, _short(e))
+        self._set_aside(step)
     if steps:
       raise RuntimeError(f"No readable checkpoint among steps {steps} in {self.directory}.")
     return None
+
+  def _set_aside(self, step: int) -> None:
+    """Moves a torn step out of the rotation (never deleted: it may hold what a user wants to
+    inspect), so that the run saves that step again when it gets there."""
+    if jax.process_index() == 0:
+      aside = self.directory.parent / f"{self.directory.name}_torn"
+      aside.mkdir(parents=True, exist_ok=True)
+      target, n = aside / str(step), 1
+      while target.exists():
+        target, n = aside / f"{step}.{n}", n + 1
+      try:
+        (self.directory / str(step)).rename(target)
+        logging.warning("checkpoint: moved the unreadable step %d to %s; it will be saved again",
+                        step, target)
+      except OSError as e:
+        logging.warning("checkpoint: could not move the unreadable step %d aside (%s)", step, e)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint_set_aside_{step}")
+    self._manager.reload()
 
   def _restore(self, step: int, abstract_state: Any, data_iter: Any | None) -> Any:
     items = {STATE: ocp.args.StandardRestore(abstract_state)}
@@ -158,6 +180,45 @@ class Checkpointer:
       return False
     # Every process must save the same step, so agree on the decision.
     return bool(multihost_utils.process_allgather(self._sigterm.is_set()).any())
+
+
+def _short(error: BaseException, limit: int = 400) -> str:
+  """An error's message cut for the log (tensorstore's carry kilobytes of JSON specs)."""
+  text = str(error)
+  return text if len(text) <= limit else text[:limit] + " ..."
+
+
+_QUIET = False
+
+
+def _drop_closed_loop_reports(previous):
+  """An unraisable hook that drops 'Event loop is closed' and passes the rest to `previous`."""
+  def hook(unraisable):
+    exc = unraisable.exc_value
+    if isinstance(exc, RuntimeError) and str(exc) == "Event loop is closed":
+      return
+    previous(unraisable)
+  return hook
+
+
+class _DropUnretrievedFutures(logging.Filter):
+  """asyncio's 'Future exception was never retrieved' for the abandoned reads' failures."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Future exception was never retrieved")
+
+
+def _quiet_abandoned_reads() -> None:
+  """After a failed restore, tensorstore's remaining reads report into the closed asyncio loop
+  of the abandoned attempt: hundreds of 'Event loop is closed' tracebacks (one per pending read,
+  through `sys.unraisablehook`) and asyncio's unretrieved-future errors, each kilobytes long.
+  The warning above them says what happened; drop exactly those, once installed for the process."""
+  global _QUIET
+  if _QUIET:
+    return
+  sys.unraisablehook = _drop_closed_loop_reports(sys.unraisablehook)
+  logging.getLogger("asyncio").addFilter(_DropUnretrievedFutures())
+  _QUIET = True
 
 
 def _refused(error: BaseException) -> bool:
