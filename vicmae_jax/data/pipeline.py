@@ -45,7 +45,9 @@ restoring `get_state()` into a fresh iterator replays the same batches bit for b
 """
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import queue
 import threading
 from collections.abc import Sequence
@@ -54,8 +56,8 @@ from typing import Any
 import grain
 import numpy as np
 
-from vicmae_jax import typed_config
-from vicmae_jax.data import augment, badinput, sources as sources_lib
+from vicmae_jax import hardware, typed_config
+from vicmae_jax.data import augment, badinput, sources as sources_lib, workers as workers_lib
 from vicmae_jax.data.config import InputConfig
 from vicmae_jax.sharding import to_global
 
@@ -205,10 +207,25 @@ def make_dataset(config: Any, srcs: Sequence[sources_lib.PairSource], weights: S
   it = it.batch(local // k, drop_remainder=True).map(_flatten_repeats)
   workers = config.num_workers
   if workers > 0:
-    ensure_absl_flags_parsed()
-    it = it.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=workers, per_worker_buffer_size=config.worker_buffer_size))
+    it = start_workers(it, workers, config.worker_buffer_size)
   return it
+
+
+_CLEANED = False
+
+
+def start_workers(it: grain.IterDataset, workers: int, buffer_size: int) -> grain.IterDataset:
+  """`it` on `workers` Grain processes that exit with their parent; the first time in a process,
+  the shared memory that killed runs left behind is freed (data/workers.py)."""
+  global _CLEANED
+  ensure_absl_flags_parsed()
+  if not _CLEANED:
+    workers_lib.remove_orphaned_shared_memory()
+    _CLEANED = True
+  return it.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                     per_worker_buffer_size=buffer_size),
+                        worker_init_fn=functools.partial(workers_lib.worker_init,
+                                                         parent=os.getpid()))
 
 
 class DataLayoutChanged(RuntimeError):
@@ -249,13 +266,23 @@ class PretrainIterator(grain.DatasetIterator):
     # state): saved with it, compared on restore.
     self._layout = dict(layout or {})
     self._on_layout_change = on_layout_change
+    # With workers, a batch arrives in shared memory, unlinked once its arrays are collected. On
+    # an accelerator the copy to the devices lets them go at once; a CPU jax.Array (or a numpy
+    # batch handed to the caller) may alias them and keep every segment alive, so those batches
+    # are copied out first.
+    self._copy_out = bool(self._layout.get('num_workers')) and (
+        sharding is None or hardware.platform_of(list(sharding.device_set)) == 'cpu')
 
   # -- producer -------------------------------------------------------------------------------
   def _produce_one(self) -> tuple[Any, dict[str, np.ndarray], dict[str, Any]]:
     batch = next(self._inner)
     state = self._inner.get_state()
-    books = {key: batch.pop(key) for key in _BOOKKEEPING}
-    books['source'] = batch['source']
+    # Copies: with workers these arrays live in shared memory, and one kept past its batch (as
+    # `last_records` is) would keep its segment from being unlinked until the interpreter exits.
+    books = {key: np.array(batch.pop(key)) for key in _BOOKKEEPING}
+    books['source'] = np.array(batch['source'])
+    if self._copy_out:
+      batch = {key: np.array(value) for key, value in batch.items()}
     if self._sharding is not None:
       batch = to_global(batch, self._sharding)
     return batch, books, state
@@ -342,12 +369,17 @@ class PretrainIterator(grain.DatasetIterator):
     return self._monitor.metrics()
 
   def close(self) -> None:
-    if not hasattr(self, '_inner'):
+    if getattr(self, '_inner', None) is None:
       return
     self._stop_thread()
     close = getattr(self._inner, 'close', None)
     if close is not None:
       close()
+    # Let the closed Grain iterators go now: left to the interpreter's exit, their own __del__
+    # runs after the modules it needs are gone and prints tracebacks.
+    self._inner = self._dataset = None
+    self._parents = ()
+    self.last_records = None
 
 
 def make_pretrain_iterator(config: Any, *, global_batch_size: int, seed: int,

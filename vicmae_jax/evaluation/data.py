@@ -26,7 +26,7 @@ import jax
 import numpy as np
 
 from vicmae_jax.data import images as images_lib, index as index_lib
-from vicmae_jax.data.pipeline import ensure_absl_flags_parsed
+from vicmae_jax.data.pipeline import start_workers
 from vicmae_jax.evaluation import augment, metrics
 from vicmae_jax.sharding import local_rows, to_global
 
@@ -231,9 +231,7 @@ class TrainIterator:
                                               prefetch_buffer_size=max(4 * self.threads, 2)))
     it = it.batch(local, drop_remainder=True)
     if self.workers > 0:
-      ensure_absl_flags_parsed()
-      it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
-                                                       per_worker_buffer_size=2))
+      it = start_workers(it, self.workers, buffer_size=2)
     return iter(it)
 
   def __iter__(self):
@@ -248,6 +246,8 @@ class TrainIterator:
       raise AssertionError(f"the input is at step {int(batch['step'][0])}, expected {step}")
     images = batch["image"].reshape((-1,) + batch["image"].shape[2:])
     labels = batch["label"].reshape(-1)
+    if self.workers > 0:  # out of the workers' shared memory (see data.pipeline: _copy_out)
+      images, labels = np.array(images), np.array(labels)
     if self.mix is not None:
       images, targets = self.mix(images, labels,
                                  np.random.default_rng([self.seed, step, jax.process_index(), 2]))
