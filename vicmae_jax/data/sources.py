@@ -29,7 +29,19 @@ class PairSource(Protocol):
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs: ...
 
 
-class VideoSource:
+class _IndexedFiles:
+  """A source over the files of an index: its length and the file behind a record."""
+
+  index: index_lib.Index
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def describe(self, i: int) -> str:
+    return self.index.paths[i]
+
+
+class VideoSource(_IndexedFiles):
   """Frame pairs decoded online from video files (PyAV)."""
   is_video = True
 
@@ -38,31 +50,19 @@ class VideoSource:
     self.index, self.sampling = index, sampling
     self.threads, self.max_side, self.reseek_s = threads, max_side, reseek_s
 
-  def __len__(self) -> int:
-    return len(self.index)
-
-  def describe(self, i: int) -> str:
-    return self.index.paths[i]
-
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs:
     pairs, _ = video.load_pairs(self.index.paths[i], rng, self.sampling, k, threads=self.threads,
                                 max_side=self.max_side, reseek_s=self.reseek_s)
     return pairs
 
 
-class ImageFileSource:
+class ImageFileSource(_IndexedFiles):
   """Two views of one image file (ImageNet folder layout, flat folders, lists of paths)."""
   is_video = False
 
   def __init__(self, index: index_lib.Index, *, max_side: int | None = 1024,
                max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
     self.index, self.max_side, self.max_pixels = index, max_side, max_pixels
-
-  def __len__(self) -> int:
-    return len(self.index)
-
-  def describe(self, i: int) -> str:
-    return self.index.paths[i]
 
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs:
     img = images.read_image(self.index.paths[i], self.max_side, self.max_pixels)
