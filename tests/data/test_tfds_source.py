@@ -36,3 +36,10 @@ def test_tfds_data_source(tmp_path):
   batch = next(it)
   assert batch['view1'].shape == (4, 16, 16, 3) and batch['is_video'].tolist() == [0] * 4
   assert it.metrics()['data/bad_fraction'] == 0
+  # The same reader serves evaluation's labelled splits (one data layer).
+  from vicmae_jax.evaluation import data as eval_data
+  spec = dict(kind='tfds', name='tiny_images', train='train', val='train', data_dir=str(tmp_path))
+  src = eval_data.build_source(spec, 'val')
+  assert len(src) == 6 and src.num_classes == 3
+  labels = sorted(src.get(i)[1] for i in range(6))
+  assert labels == [0, 0, 1, 1, 2, 2] and src.get(0)[0].dtype.name == 'uint8'

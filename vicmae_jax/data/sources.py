@@ -30,7 +30,7 @@ class PairSource(Protocol):
 
 
 class _IndexedFiles:
-  """A source over the files of an index: its length and the file behind a record."""
+  """A source over the files of an index: its length, the file behind a record, its classes."""
 
   index: index_lib.Index
 
@@ -39,6 +39,10 @@ class _IndexedFiles:
 
   def describe(self, i: int) -> str:
     return self.index.paths[i]
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.index.classes) or int(max(self.index.labels) + 1)
 
 
 class VideoSource(_IndexedFiles):
@@ -64,8 +68,13 @@ class ImageFileSource(_IndexedFiles):
                max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
     self.index, self.max_side, self.max_pixels = index, max_side, max_pixels
 
+  def get(self, i: int) -> tuple[np.ndarray, int]:
+    """(image, label): the labelled view evaluation reads (evaluation.data.LabelledSource)."""
+    return (images.read_image(self.index.paths[i], self.max_side, self.max_pixels),
+            int(self.index.labels[i]))
+
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs:
-    img = images.read_image(self.index.paths[i], self.max_side, self.max_pixels)
+    img = self.get(i)[0]
     return [(img, img)] * k
 
 
@@ -78,12 +87,12 @@ class TfdsImageSource:
   is_video = False
 
   def __init__(self, name: str, split: str = 'train', data_dir: str | None = None, *,
-               image_key: str = 'image', max_side: int | None = 1024,
+               image_key: str = 'image', label_key: str = 'label', max_side: int | None = 1024,
                max_pixels: int | None = images.DEFAULT_MAX_PIXELS):
     import tensorflow_datasets as tfds  # lazy: TF import is slow and only this source needs it
 
     self.name, self.split, self.image_key, self.max_side = name, split, image_key, max_side
-    self.max_pixels = max_pixels
+    self.label_key, self.max_pixels = label_key, max_pixels
     self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
                                     decoders={image_key: tfds.decode.SkipDecoding()})
 
@@ -92,6 +101,17 @@ class TfdsImageSource:
 
   def describe(self, i: int) -> str:
     return f'tfds:{self.name}/{self.split}[{i}]'
+
+  @property
+  def num_classes(self) -> int:
+    return int(self._source.dataset_info.features[self.label_key].num_classes)
+
+  def get(self, i: int) -> tuple[np.ndarray, int]:
+    """(image, label): the labelled view evaluation reads (evaluation.data.LabelledSource)."""
+    example = self._source[i]
+    img = images.decode_image(example[self.image_key], self.max_side, self.describe(i),
+                              self.max_pixels)
+    return img, int(example[self.label_key])
 
   def load(self, i: int, rng: np.random.Generator, k: int) -> Pairs:
     data = self._source[i][self.image_key]

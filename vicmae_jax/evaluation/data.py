@@ -1,10 +1,10 @@
 """Labelled image data for evaluation: sources, a resumable Grain train input, exact-once eval batches.
 
-Sources give `(uint8 HxWx3 image, int label)` by index:
-  ArraySource        in-memory arrays (tests, small data sets)
-  IndexedImageSource image files of a `data.index.Index` (the pretraining sources' readers:
-                     `image_folder` ImageNet layout, `image_csv` path,label lists)
-  TfdsLabelledSource `tfds.data_source` (imagenet2012, places365_small, ...), decoded here
+Sources give `(uint8 HxWx3 image, int label)` by index (`get`):
+  ArraySource                 in-memory arrays (tests, small data sets)
+  data.sources.ImageFileSource  the pretraining image reader over a `data.index.Index`
+                              (`image_folder` ImageNet layout, `image_csv` path,label lists)
+  data.sources.TfdsImageSource  `tfds.data_source` (imagenet2012, places365_small, ...)
 
 The train input is a pure function of (seed, step): batch `s` takes positions [s*V, (s+1)*V) of
 an infinite sequence of per-epoch permutations (V = B / repeats examples per batch, each giving
@@ -25,7 +25,7 @@ import grain
 import jax
 import numpy as np
 
-from vicmae_jax.data import images as images_lib, index as index_lib
+from vicmae_jax.data import index as index_lib, sources as sources_lib
 from vicmae_jax.data.pipeline import start_workers
 from vicmae_jax.evaluation import augment, metrics
 from vicmae_jax.sharding import local_rows, to_global
@@ -51,44 +51,6 @@ class ArraySource:
     return self.images[i], int(self.labels[i])
 
 
-class IndexedImageSource:
-  """The labelled image files of an index (classes numbered as the index numbers them)."""
-
-  def __init__(self, index: index_lib.Index, max_side: int | None = 1024):
-    if any(y < 0 for y in index.labels):
-      raise index_lib.IndexFormatError(
-          f"{index.origin}: unlabelled images; a labelled split needs class folders "
-          "(root/<class>/<image>) or a path,label list")
-    self.index, self.max_side = index, max_side
-    self.classes = list(index.classes)
-    self.num_classes = len(index.classes) or int(max(index.labels) + 1)
-
-  def __len__(self) -> int:
-    return len(self.index)
-
-  def get(self, i: int) -> tuple[np.ndarray, int]:
-    return images_lib.read_image(self.index.paths[i], self.max_side), int(self.index.labels[i])
-
-
-class TfdsLabelledSource:
-  def __init__(self, name: str, split: str, data_dir: str | None = None, *,
-               image_key: str = "image", label_key: str = "label", max_side: int | None = 1024):
-    import tensorflow_datasets as tfds  # lazy: slow import
-    self.name, self.split = name, split
-    self.image_key, self.label_key, self.max_side = image_key, label_key, max_side
-    self._source = tfds.data_source(name, split=split, data_dir=data_dir, download=False,
-                                    decoders={image_key: tfds.decode.SkipDecoding()})
-    self.num_classes = int(self._source.dataset_info.features[label_key].num_classes)
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def get(self, i: int) -> tuple[np.ndarray, int]:
-    ex = self._source[i]
-    img = images_lib.decode_image(ex[self.image_key], self.max_side, f"tfds:{self.name}[{i}]")
-    return img, int(ex[self.label_key])
-
-
 def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
   """The labelled split `split` of a spec naming one index per split (docs/evaluation.md):
   {'kind': 'image_folder' | 'image_csv', 'train': PATH, 'val': PATH, 'root': ...} (read by
@@ -103,11 +65,16 @@ def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
                                 size=spec.get("size", 32), seed=spec.get("seed", 0) + (split != "train"))
     return ArraySource(imgs, labels, spec.get("num_classes", 4))
   if kind in index_lib.IMAGE_KINDS:
-    return IndexedImageSource(index_lib.read_split(spec, split))
+    index = index_lib.read_split(spec, split)
+    if any(y < 0 for y in index.labels):
+      raise index_lib.IndexFormatError(
+          f"{index.origin}: unlabelled images; a labelled split needs class folders "
+          "(root/<class>/<image>) or a path,label list")
+    return sources_lib.ImageFileSource(index)
   if kind == "tfds":
-    return TfdsLabelledSource(spec["name"], spec[split], spec.get("data_dir") or None,
-                              image_key=spec.get("image_key", "image"),
-                              label_key=spec.get("label_key", "label"))
+    return sources_lib.TfdsImageSource(spec["name"], spec[split], spec.get("data_dir") or None,
+                                       image_key=spec.get("image_key", "image"),
+                                       label_key=spec.get("label_key", "label"))
   raise ValueError(f"Unknown labelled source kind {kind!r} "
                    f"({', '.join(index_lib.IMAGE_KINDS)} or tfds).")
 
