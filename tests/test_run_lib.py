@@ -217,3 +217,22 @@ def test_too_many_bad_inputs_saves_the_last_good_state_first(tmp_path):
     run_lib.train_loop(run, state, step, 10, _step, batches())
   assert run.ckpt.all_steps() == [2]
   run_lib.open_run(_config(), tmp_path / "w").close()   # the workdir was released
+
+
+def test_a_changed_model_says_so_instead_of_every_checkpoint_unreadable(tmp_path):
+  def config(width):
+    c = _config()
+    c.model = ml_collections.ConfigDict(dict(variant="test", width=width))
+    return c
+
+  run = run_lib.open_run(config(32), tmp_path / "w")
+  state, step = run.restore_or_init(_skeleton(), _init)
+  run_lib.train_loop(run, state, step, 3, _step, _batches())
+  run.close()
+  wider = {"step": jax.ShapeDtypeStruct((), jnp.int32),
+           "total": jax.ShapeDtypeStruct((4,), jnp.float32)}   # the new model's shapes
+  run = run_lib.open_run(config(64), tmp_path / "w")
+  with pytest.raises(RuntimeError, match=r"written by another model \(model.width 32 -> 64\)"):
+    run.restore_or_init(wider, _init)
+  assert run.ckpt.all_steps() == [3]   # sound checkpoints are not set aside as torn
+  run.close()

@@ -97,16 +97,23 @@ class Checkpointer:
     the newest cannot be read, and says so.
     """
     steps = self.all_steps()
+    failed = []
     for step in reversed(steps):
       try:
-        return self._restore(step, abstract_state, data_iter), step
+        restored = self._restore(step, abstract_state, data_iter)
       except Exception as e:  # a torn or corrupted checkpoint: try the one before it
         if _refused(e):  # readable, but not usable as asked: older steps would not be either
           raise
         _quiet_abandoned_reads()
         logging.warning("checkpoint: step %d in %s is unreadable (%s: %s); trying the previous one",
                         step, self.directory, type(e).__name__, _short(e))
-        self._set_aside(step)
+        failed.append(step)
+        continue
+      # An older step fits this state, so the newer ones were torn, not of another model: out of
+      # the rotation with them. (When none fits, nothing moves: the model may have changed.)
+      for bad in failed:
+        self._set_aside(bad)
+      return restored, step
     if steps:
       raise RuntimeError(f"No readable checkpoint among steps {steps} in {self.directory}.")
     return None

@@ -82,7 +82,16 @@ class Run:
                       ) -> tuple[Any, int]:
     """(state, its step): the newest readable checkpoint restored into `skeleton` (sharded
     `ShapeDtypeStruct`s: the restore follows the current mesh), else `init()`."""
-    restored = self.ckpt.restore_latest(skeleton, data_iter)
+    try:
+      restored = self.ckpt.restore_latest(skeleton, data_iter)
+    except RuntimeError as e:  # no step restored: say so plainly if the model changed
+      changed = self._changed_model_settings()
+      if not changed:
+        raise
+      raise RuntimeError(
+          f"The checkpoints in {self.ckpt.directory} were written by another model ("
+          f"{', '.join(changed)}), so none can be restored into this one. Use another --workdir "
+          f"(or the earlier model settings to resume that run).") from e
     state = restored[0] if restored is not None else init()
     step = int(jax.device_get(step_of(state)))
     if self.lead:
@@ -92,6 +101,18 @@ class Run:
         logging.info("metrics.jsonl: %d rows past the restored step %d removed (those steps "
                      "run again)", dropped, step)
     return state, step
+
+  def _changed_model_settings(self) -> list[str]:
+    """'model.width 768 -> 1024' for each model setting the newest checkpoint's saved config has
+    with another value than this run's."""
+    steps = self.ckpt.all_steps()
+    try:
+      saved = self.ckpt.restore_config(steps[-1]) if steps else None
+    except Exception:  # noqa: BLE001 - no readable config either: nothing to compare
+      return []
+    old, new = (saved or {}).get("model") or {}, self.config_dict.get("model") or {}
+    return [f"model.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
 
   def resuming(self) -> bool:
     """Whether the workdir holds a checkpoint (an init source need not be read then)."""
