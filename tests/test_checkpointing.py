@@ -86,11 +86,17 @@ def test_abandoned_reads_are_quiet():
   hook = checkpointing._drop_closed_loop_reports(lambda u: seen.append(u.exc_value))
 
   class Unraisable:
-    def __init__(self, exc):
-      self.exc_value = exc
+    def __init__(self, exc, obj=None):
+      self.exc_value, self.object = exc, obj
 
+  async def _read_array_index_and_device_put():   # named as Orbax's read coroutine
+    pass
+
+  abandoned = _read_array_index_and_device_put()
   hook(Unraisable(RuntimeError("Event loop is closed")))
+  hook(Unraisable(Exception("Encountered error while reading array index"), abandoned))
   hook(Unraisable(ValueError("something else")))
+  abandoned.close()
   assert [str(e) for e in seen] == ["something else"]
   record = logging.LogRecord("asyncio", logging.ERROR, "", 0, "Future exception was never "
                              "retrieved\nfuture: ...", None, None)
