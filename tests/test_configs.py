@@ -218,10 +218,12 @@ def test_main_rejects_mistyped_key(tmp_path):
   assert proc.returncode != 0
   assert "modle" in proc.stderr
   assert not (tmp_path / "run").exists()  # failed before anything ran
+  # From another folder, with the config file's path (its `configs` siblings still import).
   proc = subprocess.run(
-      [sys.executable, "-m", "vicmae_jax.main", "--config=configs/vitb_k400.py:tiny",
-       f"--workdir={tmp_path / 'run'}", "--config.input.num_wokers=2"],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+      [sys.executable, "-m", "vicmae_jax.main", f"--config={REPO}/configs/vitb_k400.py:tiny",
+       "--workdir=run", "--config.input.num_wokers=2"],
+      cwd=tmp_path, env={k: v for k, v in env.items() if k != "PYTHONPATH"},
+      capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1 and "Traceback" not in proc.stderr
   assert ("names a key the config does not have: 'num_wokers'\n"
           'Did you mean "num_workers"') in proc.stderr   # a real line break, not a repr
