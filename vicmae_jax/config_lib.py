@@ -26,9 +26,8 @@ from vicmae_jax.sharding import MeshConfig
 from vicmae_jax.train_step import StepConfig
 
 DATA_DOCS = "docs/data.md"
-# Source kinds whose `path` (and `root`) must exist on local disk.
-_LOCAL_KINDS = ("kinetics_csv", "video_csv", "ssv2", "mit", "video_folder", "image_folder",
-                "image_csv", "frames")
+# Source kinds whose `path` (and `root`) must exist on local disk (the demo makes its own).
+_LOCAL_KINDS = tuple(k for k in paths.FILE_KINDS if k != "demo")
 
 
 class ConfigError(ValueError):

@@ -48,7 +48,7 @@ def resolve_list(paths: str) -> str:
 
 
 # Source kinds whose `path`, `train` and `val` name files or folders (not TFDS split names).
-_FILE_KINDS = ("kinetics_csv", "video_csv", "ssv2", "mit", "video_folder", "image_folder",
+FILE_KINDS = ("kinetics_csv", "video_csv", "ssv2", "mit", "video_folder", "image_folder",
                "image_csv", "frames", "demo")
 
 
@@ -57,11 +57,11 @@ def resolve_source(spec: dict) -> dict:
   paths resolved: `path` (a comma list or globs for frames), `root`, `labels`, the per-split
   `train` / `val` of file kinds, and `data_dir` of any kind."""
   out = dict(spec)
-  keys = ("root", "labels", "train", "val") if spec.get("kind") in _FILE_KINDS else ()
+  keys = ("root", "labels", "train", "val") if spec.get("kind") in FILE_KINDS else ()
   for key in keys:
     if isinstance(out.get(key), str):
       out[key] = resolve(out[key])
-  if spec.get("kind") in _FILE_KINDS and isinstance(out.get("path"), str):
+  if spec.get("kind") in FILE_KINDS and isinstance(out.get("path"), str):
     out["path"] = resolve_list(out["path"]) if "," in out["path"] else resolve(out["path"])
   if isinstance(out.get("data_dir"), str):
     out["data_dir"] = resolve(out["data_dir"])
