@@ -17,3 +17,24 @@ from absl import flags  # noqa: E402
 
 # grain 0.2.18's mp_prefetch reads absl flags; outside absl.app.run they must be marked parsed.
 flags.FLAGS.mark_as_parsed()
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def gcs():
+  """A localhost GCS emulator (one per test process) with every gs:// client pointed at it."""
+  import gcs_emulator  # tests/ is on sys.path (its conftest.py puts it there)
+  emulator = gcs_emulator.Emulator()
+  saved = {k: os.environ.get(k) for k in emulator.env}
+  os.environ.update(emulator.env)
+  try:
+    yield emulator
+  finally:
+    for k, v in saved.items():
+      if v is None:
+        os.environ.pop(k, None)
+      else:
+        os.environ[k] = v
+    emulator.stop()

@@ -68,6 +68,8 @@ def make_layout(config) -> None:
       os.makedirs(spec["root"], exist_ok=True)
     else:
       os.makedirs(spec["path"], exist_ok=True)
+    if spec["kind"] == "frames":  # a frames folder must hold shards (an empty one is an error)
+      pathlib.Path(spec["path"], "frames-00000-of-00001.array_record").touch()
 
 
 # First in the file: pytest-xdist hands tests out in order, so the slow one starts first.

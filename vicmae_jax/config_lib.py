@@ -16,7 +16,7 @@ from typing import Any
 
 import ml_collections
 
-from vicmae_jax import optim, paths, typed_config
+from vicmae_jax import fs, hardware, optim, paths, typed_config
 from vicmae_jax.data.config import InputConfig
 from vicmae_jax.ema import EmaConfig
 from vicmae_jax.losses import LossConfig
@@ -27,7 +27,7 @@ from vicmae_jax.train_step import StepConfig
 
 DATA_DOCS = "docs/data.md"
 # Source kinds whose `path` (and `root`) must exist on local disk (the demo makes its own).
-_LOCAL_KINDS = tuple(k for k in paths.FILE_KINDS if k != "demo")
+_FILE_BACKED = tuple(k for k in paths.FILE_KINDS if k != "demo")
 
 
 class ConfigError(ValueError):
@@ -136,6 +136,14 @@ def as_pretrain_config(c: PretrainConfig | ml_collections.ConfigDict) -> Pretrai
   return c if isinstance(c, PretrainConfig) else pretrain_config(c, "")
 
 
+def for_mesh(c: PretrainConfig, mesh) -> PretrainConfig:
+  """`c` with a concrete model dtype for the platform of `mesh`: "auto" becomes bfloat16 on TPU
+  and GPU, float32 on CPU (`hardware.resolve_dtype`); an explicit dtype is kept. The trainer
+  calls it once, after the mesh exists, and builds the model, the step and the log from it; the
+  checkpoints keep the config as written."""
+  return dataclasses.replace(c, model=c.model.for_platform(hardware.platform_of(mesh)))
+
+
 def step_config(c: PretrainConfig, total_steps: int) -> StepConfig:
   return StepConfig(patch=c.model.patch, contrastive_mode=c.model.contrastive_mode,
                     total_steps=total_steps, loss=c.loss, ema=c.ema,
@@ -154,6 +162,14 @@ def schedule(c: ml_collections.ConfigDict, num_examples: int | None) -> optim.Sc
                         total_steps=c.total_steps)
 
 
+def _demo_folder(workdir: str) -> str:
+  """Where the demo media are made: WORKDIR/demo_data, or a local cache folder when the workdir
+  is in object storage (the media are written with local encoders)."""
+  if fs.is_url(workdir):
+    return os.path.join(os.path.expanduser("~"), ".cache", "vicmae_jax", "demo_data")
+  return os.path.join(workdir, "demo_data")
+
+
 def input_config(c: ml_collections.ConfigDict, workdir: str) -> InputConfig:
   """The pipeline's typed settings: image size from the model, the demo media (made on first
   use by the pipeline) under WORKDIR/demo_data unless a `demo` source names a path, every file
@@ -161,29 +177,36 @@ def input_config(c: ml_collections.ConfigDict, workdir: str) -> InputConfig:
   cfg = c.input.to_dict()
   cfg["image_size"] = c.model.image_size
   cfg["sources"] = [paths.resolve_source(
-      dict(s, path=s.get("path") or os.path.join(workdir, "demo_data"))
+      dict(s, path=s.get("path") or _demo_folder(workdir))
       if s.get("kind") == "demo" else s) for s in cfg["sources"]]
   return InputConfig.of(cfg)
 
 
 def _missing_data(c: ml_collections.ConfigDict) -> list[str]:
+  """Every data path of the sources that names nothing (local or remote: one `fs` call each, so
+  a mistyped gs:// bucket or a missing shard is reported before anything is compiled)."""
   problems = []
   for n, spec in enumerate(c.input.sources):
     kind = spec.get("kind")
-    if c.synthetic_data or kind not in _LOCAL_KINDS + ("tfds",):
+    if c.synthetic_data or kind not in _FILE_BACKED + ("tfds",):
       continue
-    # A TFDS source names a dataset, not a path; only its data_dir is on disk.
+    # A TFDS source names a dataset, not a path; only its data_dir is a path.
     keys = ("data_dir",) if kind == "tfds" else ("path", "root", "labels")
     for key in keys:
-      path = spec.get(key)
-      if not path or "://" in str(path):
-        continue
-      probe = path.split(",")[0]
-      if any(ch in probe for ch in "*?["):
-        probe = os.path.dirname(probe)
-      if not os.path.exists(probe):
-        problems.append(f"input.sources[{n}] ({kind}) {key} {path!r} does not exist; see "
-                        f"{DATA_DOCS} for how to prepare this dataset")
+      value = spec.get(key)
+      for part in (str(value).split(",") if value else ()):
+        part = part.strip()
+        if any(ch in part for ch in "*?["):
+          found, what = bool(fs.glob(part)), "matches no file"
+        else:
+          found, what = fs.exists(part), "does not exist"
+        if not found:
+          problems.append(f"input.sources[{n}] ({kind}) {key} {part!r} {what}; see "
+                          f"{DATA_DOCS} for how to prepare this dataset")
+    if kind == "frames" and spec.get("path") and fs.isdir(spec["path"]) and not fs.glob(
+        fs.join(spec["path"], "*.array_record")):
+      problems.append(f"input.sources[{n}] (frames) path {spec['path']!r} holds no "
+                      f"*.array_record shards; see {DATA_DOCS} (tools.extract_frames)")
   return problems
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from typing import Any, Mapping
 
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from vicmae_jax import hardware
+from vicmae_jax import fs, hardware
 
 # The product a matmul peak is measured with: low precision accumulates into float32, as the
 # model's products do (`models.linear.matmul`); on CPU that is what selects the bf16 GEMM kernels.
@@ -72,11 +73,21 @@ class JsonlWriter:
 
   def __init__(self, workdir: str):
     self.path = epath.Path(workdir) / "metrics.jsonl"
+    # Objects in a bucket cannot be appended to: there the file is rewritten whole from a copy
+    # held here (a few hundred KB for a long run).
+    self._remote_text: str | None = None
 
   def write(self, step: int, scalars: Mapping[str, Any]) -> None:
     row = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-    with self.path.open("a") as f:
-      f.write(json.dumps(row) + "\n")
+    line = json.dumps(row) + "\n"
+    if not fs.is_url(os.fspath(self.path)):
+      with self.path.open("a") as f:
+        f.write(line)
+      return
+    if self._remote_text is None:
+      self._remote_text = self.path.read_text() if self.path.exists() else ""
+    self._remote_text += line
+    self.path.write_text(self._remote_text)
 
   def drop_after(self, step: int) -> int:
     """Removes the rows of steps after `step` (rewritten whole, then renamed over the file, so
@@ -89,7 +100,8 @@ class JsonlWriter:
       return 0
     tmp = self.path.parent / (self.path.name + ".tmp")
     tmp.write_text("".join(keep))
-    tmp.replace(self.path)
+    fs.replace(os.fspath(tmp), os.fspath(self.path))
+    self._remote_text = None  # re-read on the next write
     return len(lines) - len(keep)
 
 
@@ -101,11 +113,61 @@ def _row_step(line: str) -> int | None:
     return None
 
 
+class MirroredWriter:
+  """A clu writer whose TensorBoard files are written to a local folder and copied to the
+  workdir in object storage at most every `every_s` seconds, on flush and on close.
+
+  TensorFlow's summary writer would write gs:// itself, but through TensorFlow's GCS client, not
+  the one every other file of the run uses (vicmae_jax/fs.py); an event file is re-uploaded whole
+  on each flush either way, as objects cannot be appended to.
+  """
+
+  def __init__(self, inner: Any, local_dir: str, workdir: str, every_s: float = 60.0):
+    self._inner, self._local, self._workdir, self._every = inner, local_dir, workdir, every_s
+    self._copied: dict[str, int] = {}
+    self._last = time.monotonic()
+
+  def __getattr__(self, name: str) -> Any:
+    method = getattr(self._inner, name)
+    if not name.startswith("write_"):
+      return method
+
+    def write(*args, **kwargs):
+      out = method(*args, **kwargs)
+      if time.monotonic() - self._last > self._every:
+        self.flush()
+      return out
+    return write
+
+  def flush(self) -> None:
+    self._inner.flush()
+    self._sync()
+
+  def close(self) -> None:
+    self._inner.close()
+    self._sync()
+
+  def _sync(self) -> None:
+    """Copies the event files that grew since the last copy."""
+    self._last = time.monotonic()
+    for folder, _, names in os.walk(self._local):
+      for name in names:
+        src = os.path.join(folder, name)
+        n = os.path.getsize(src)
+        if self._copied.get(src) != n:
+          rel = os.path.relpath(src, self._local).replace(os.sep, "/")
+          fs.copy_file(src, fs.join(self._workdir, rel))
+          self._copied[src] = n
+
+
 def create_writers(workdir: str):
   """clu writer (TensorBoard + console) and the JSONL writer; process > 0 only logs."""
   from clu import metric_writers  # imports TensorFlow: keep it out of model/data code
   lead = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not lead, asynchronous=True)
+  logdir = tempfile.mkdtemp(prefix="vicmae_tb_") if lead and fs.is_url(workdir) else workdir
+  writer = metric_writers.create_default_writer(logdir, just_logging=not lead, asynchronous=True)
+  if logdir != workdir:
+    writer = MirroredWriter(writer, logdir, workdir)
   return writer, (JsonlWriter(workdir) if lead else None)
 
 

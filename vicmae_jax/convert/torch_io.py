@@ -5,11 +5,12 @@ never arbitrary pickled objects. `.safetensors` files need no torch at all.
 """
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 
-from vicmae_jax import paths
+from vicmae_jax import fs, paths
 
 _WRAPPERS = ("model", "state_dict", "model_state", "module")
 
@@ -46,14 +47,16 @@ def normalize_keys(state: dict) -> dict[str, np.ndarray]:
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
   """Loads a `.pth`/`.pt`/`.bin` or `.safetensors` file into {key: numpy array}."""
   path = os.fspath(path)
-  if not os.path.exists(path):
+  if not fs.exists(path):
     raise FileNotFoundError(f"No checkpoint at {path}.")
+  # Weights in object storage are read whole into memory (both loaders want the full file).
+  source = io.BytesIO(fs.read_bytes(path)) if fs.is_url(path) else path
   if path.endswith(".safetensors"):
-    from safetensors.numpy import load_file
-    return normalize_keys(load_file(path))
+    from safetensors.numpy import load, load_file
+    return normalize_keys(load(source.getvalue()) if fs.is_url(path) else load_file(path))
   import torch
   try:
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw = torch.load(source, map_location="cpu", weights_only=True)
   except Exception as e:  # torch raises UnpicklingError subclasses on unsafe content
     raise ValueError(
         f"{path} could not be loaded with weights_only=True ({type(e).__name__}: {e}). Only plain "

@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps
 
+from vicmae_jax import fs
 from vicmae_jax.data.badinput import BadInput
 
 # Transparent pixels become the ImageNet mean colour, which normalises to ~0 (a neutral input).
@@ -84,8 +85,7 @@ def read_image(path: str, max_side: int | None = 1024,
                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
   """Reads and decodes an image file; missing or empty files raise the matching BadInput."""
   try:
-    with open(path, 'rb') as f:
-      data = f.read()
+    data = fs.read_bytes(path)
   except FileNotFoundError:
     raise BadInput('missing', path) from None
   except OSError as e:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import logging
 import os
@@ -15,6 +16,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from vicmae_jax import fs
 from vicmae_jax.data import images
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v')
@@ -50,7 +52,8 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
   if on_missing not in ('error', 'skip'):
     raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
   if check_exists:
-    missing = [r for r in rows if not os.path.isfile(r[0])]
+    found = fs.existing(r[0] for r in rows)
+    missing = [r for r in rows if r[0] not in found]
     if missing and on_missing == 'error':
       _fail([f'{where}: file does not exist: {p}' for p, _, where in missing],
             f"{origin} (set on_missing='skip' to drop missing files)")
@@ -61,7 +64,7 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
       rows = [r for r in rows if id(r) not in gone]
   if not rows:
     raise IndexFormatError(f'{origin}: no usable entries' + (
-        '' if os.path.isdir(origin) or not os.path.isfile(origin) or os.path.getsize(origin)
+        '' if fs.isdir(origin) or not fs.isfile(origin) or fs.size(origin)
         else ' (the file is empty)'))
   names = sorted({lab for _, lab, _ in rows if lab != ''})
   if names and all(re.fullmatch(r'-?\d+', n) for n in names):
@@ -81,11 +84,10 @@ def _confine(rows: list[tuple[str, str, str]], root: str, allow_outside: bool,
   index problems, unless the source allows paths outside its root."""
   if allow_outside:
     return rows
-  base = os.path.normpath(os.path.abspath(root))
+  base = fs.normpath(root)
   kept = []
   for path, label, where in rows:
-    full = os.path.normpath(os.path.abspath(path))
-    if os.path.commonpath([base, full]) != base:
+    if not fs.is_within(path, base):
       problems.append(f'{where}: {path} is outside the source root {base} (declare the source '
                       f'with allow_outside_root=True to read paths outside it)')
     else:
@@ -96,13 +98,15 @@ def _confine(rows: list[tuple[str, str, str]], root: str, allow_outside: bool,
 def _stem_map(root: str, extensions: Iterable[str]) -> dict[str, str]:
   """Maps file stems to paths in `root` and its class folders (one scan, not a stat per row)."""
   out: dict[str, str] = {}
-  for dirpath, dirnames, filenames in os.walk(root):
-    if os.path.relpath(dirpath, root).count(os.sep) >= 1:
-      dirnames[:] = []
+  if not fs.isdir(root):
+    return out
+  for dirpath, dirnames, filenames in fs.walk(root):
+    if fs.relpath(dirpath, root) != '.':
+      dirnames[:] = []  # the root and its class folders only
     for f in filenames:
       stem, ext = os.path.splitext(f)
       if ext.lower() in extensions:
-        out.setdefault(stem, os.path.join(dirpath, f))
+        out.setdefault(stem, fs.join(dirpath, f))
   return out
 
 
@@ -116,7 +120,7 @@ def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'err
   """
   stems = _stem_map(videos_root, VIDEO_EXTENSIONS)
   rows, problems = [], []
-  with open(csv_path, newline='') as f:
+  with io.StringIO(fs.read_text(csv_path), newline='') as f:
     reader = csv.reader(f)
     header = [h.strip() for h in next(reader, [])]
     if not header:
@@ -143,7 +147,7 @@ def read_kinetics_csv(csv_path: str, videos_root: str, *, on_missing: str = 'err
         problems.append(f'{where}: empty youtube_id')
         continue
       stem = f'{yid}_{start:06d}_{end:06d}'
-      path = stems.get(stem, os.path.join(videos_root, stem + '.mp4'))
+      path = stems.get(stem, fs.join(videos_root, stem + '.mp4'))
       label = row[col['label']].strip() if 'label' in col else ''
       rows.append((path, label, where))
   rows = _confine(rows, videos_root, allow_outside_root, problems)
@@ -157,10 +161,9 @@ def read_path_csv(csv_path: str, root: str | None = None, *, on_missing: str = '
 
   Relative paths are resolved against `root` (default: the CSV's folder).
   """
-  root = root if root is not None else os.path.dirname(os.path.abspath(csv_path))
+  root = root if root is not None else fs.dirname(fs.normpath(csv_path))
   rows, problems = [], []
-  with open(csv_path, newline='') as f:
-    lines = f.read().splitlines()
+  lines = fs.read_text(csv_path).splitlines()
   for line_no, text in enumerate(lines, start=1):
     where = f'{csv_path}:{line_no}'
     if not text.strip():
@@ -174,7 +177,7 @@ def read_path_csv(csv_path: str, root: str | None = None, *, on_missing: str = '
     if len(fields) > 2 or not fields[0]:
       problems.append(f'{where}: expected `path[,label]`, got {text!r}')
       continue
-    path = fields[0] if os.path.isabs(fields[0]) else os.path.join(root, fields[0])
+    path = fields[0] if fs.isabs(fields[0]) else fs.join(root, fields[0])
     rows.append((path, fields[1] if len(fields) == 2 else '', where))
   rows = _confine(rows, root, allow_outside_root, problems)
   _fail(problems, csv_path)
@@ -190,14 +193,12 @@ def read_ssv2_json(json_path: str, videos_root: str, labels_json: str | None = N
   template's `[something]` brackets are removed before the lookup, as in the official code.
   """
   try:
-    with open(json_path) as f:
-      items = json.load(f)
+    items = json.loads(fs.read_text(json_path))
   except json.JSONDecodeError as e:
     raise IndexFormatError(f'{json_path}:{e.lineno}: invalid JSON: {e.msg}') from None
   classes = {}
   if labels_json:
-    with open(labels_json) as f:
-      classes = {k: str(v) for k, v in json.load(f).items()}
+    classes = {k: str(v) for k, v in json.loads(fs.read_text(labels_json)).items()}
   if not isinstance(items, list):
     raise IndexFormatError(f'{json_path}:1: expected a JSON list of objects')
   rows, problems = [], []
@@ -213,7 +214,7 @@ def read_ssv2_json(json_path: str, videos_root: str, labels_json: str | None = N
         problems.append(f'{where}: template {name!r} not in {labels_json}')
         continue
       label = classes[name]
-    rows.append((os.path.join(videos_root, f"{item['id']}{extension}"), label, where))
+    rows.append((fs.join(videos_root, f"{item['id']}{extension}"), label, where))
   rows = _confine(rows, videos_root, allow_outside_root, problems)
   _fail(problems, json_path)
   return _finish(rows, json_path, on_missing, check_exists=True)
@@ -222,17 +223,17 @@ def read_ssv2_json(json_path: str, videos_root: str, labels_json: str | None = N
 def scan_folder(root: str, extensions: Iterable[str]) -> Index:
   """All matching files under `root`. Files inside first-level folders are labelled by folder
   (ImageNet, Moments in Time and Kinetics class layouts); a flat folder gives unlabelled entries."""
-  if not os.path.isdir(root):
+  if not fs.isdir(root):
     raise IndexFormatError(f'{root}: folder does not exist')
   extensions = tuple(e.lower() for e in extensions)
   rows = []
-  for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+  for dirpath, dirnames, filenames in fs.walk(root, followlinks=True):
     dirnames.sort()
-    rel = os.path.relpath(dirpath, root)
-    label = '' if rel == '.' else rel.split(os.sep)[0]
+    rel = fs.relpath(dirpath, root)
+    label = '' if rel == '.' else rel.replace(os.sep, '/').split('/')[0]
     for f in sorted(filenames):
       if os.path.splitext(f)[1].lower() in extensions and not f.startswith('.'):
-        rows.append((os.path.join(dirpath, f), label, os.path.join(dirpath, f)))
+        rows.append((fs.join(dirpath, f), label, fs.join(dirpath, f)))
   if not rows:
     raise IndexFormatError(f'{root}: no files with extensions {extensions}')
   if any(lab == '' for _, lab, _ in rows) and any(lab != '' for _, lab, _ in rows):

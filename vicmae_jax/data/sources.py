@@ -6,13 +6,12 @@ ship them to `mp_prefetch` workers; decoding happens lazily in those workers.
 """
 from __future__ import annotations
 
-import glob
-import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
+from vicmae_jax import fs
 from vicmae_jax.data import images, index as index_lib, records, video
 from vicmae_jax.data.badinput import BadInput
 
@@ -167,11 +166,10 @@ class FrameRecordSource:
 
 
 def expand_shards(path: str) -> list[str]:
-  """A directory of shards, a glob, or a comma-separated list of files."""
-  if os.path.isdir(path):
-    return sorted(glob.glob(os.path.join(path, '*.array_record')))
-  parts = [p for part in path.split(',') for p in sorted(glob.glob(part))]
-  return parts
+  """A directory of shards, a glob, or a comma-separated list of files (local or any fs URL)."""
+  if fs.isdir(path):
+    return fs.glob(fs.join(path, '*.array_record'))
+  return [p for part in path.split(',') for p in fs.glob(part.strip())]
 
 
 def build_source(spec: dict[str, Any], *, sampling: video.PairSampling, threads: int = 1,

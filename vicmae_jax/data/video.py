@@ -17,12 +17,13 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import math
-import os
 from collections.abc import Sequence
+from typing import Any
 
 import av
 import numpy as np
 
+from vicmae_jax import fs
 from vicmae_jax.data.badinput import BadInput
 from vicmae_jax.data.config import PairSampling
 
@@ -68,17 +69,42 @@ def sample_pair_times(rng: np.random.Generator, start: float, duration: float, f
   return out
 
 
+class _RemoteContainer:
+  """A container read through a file object (object storage): FFmpeg asks for the byte ranges it
+  needs (index, then the packets near each seek target), so a clip is never downloaded whole.
+  Closing it closes the file object too, which PyAV leaves open."""
+
+  def __init__(self, container: av.container.InputContainer, file: Any):
+    self._container, self._file = container, file
+
+  def __getattr__(self, name: str) -> Any:
+    return getattr(self._container, name)
+
+  def close(self) -> None:
+    try:
+      self._container.close()
+    finally:
+      self._file.close()
+
+
 def open_video(path: str, threads: int = 1) -> av.container.InputContainer:
-  """Opens a video, mapping every failure to a counted `BadInput` kind."""
+  """Opens a video (local or any fs URL), mapping every failure to a counted `BadInput` kind."""
   try:
-    size = os.path.getsize(path)
+    size = fs.size(path)
   except OSError:
     raise BadInput('missing', path) from None
   if size == 0:
     raise BadInput('empty', path)
+  file = None
   try:
-    container = av.open(path, metadata_errors='ignore')
-  except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
+    if fs.is_url(path):
+      file = fs.open(path, 'rb')
+      container = _RemoteContainer(av.open(file, metadata_errors='ignore'), file)
+    else:
+      container = av.open(path, metadata_errors='ignore')
+  except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
+    if file is not None:
+      file.close()
     raise BadInput('unreadable', path, str(e)) from None
   if not container.streams.video:
     container.close()

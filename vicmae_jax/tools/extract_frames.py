@@ -27,7 +27,7 @@ from collections import Counter
 import cv2
 import numpy as np
 
-from vicmae_jax import paths
+from vicmae_jax import fs, paths
 from vicmae_jax.data import index as index_lib, records, video
 from vicmae_jax.data.badinput import BadInput
 
@@ -79,7 +79,7 @@ def extract_video(path: str, label: int, frames_per_video: int, short_side: int,
 
 
 def shard_name(out: str, i: int, n: int) -> str:
-  return os.path.join(out, f'frames-{i:05d}-of-{n:05d}.array_record')
+  return fs.join(out, f'frames-{i:05d}-of-{n:05d}.array_record')
 
 
 def write_shard(job: tuple) -> tuple[int, int, Counter]:
@@ -88,7 +88,9 @@ def write_shard(job: tuple) -> tuple[int, int, Counter]:
 
   (i, n, out, paths, labels, frames_per_video, short_side, quality) = job
   final = shard_name(out, i, n)
-  tmp = final + '.tmp'
+  # ArrayRecord writes local files only: a shard for object storage is written locally and
+  # uploaded whole (an object appears only once complete, like the local rename below).
+  tmp = fs.local_staging('.array_record') if fs.is_url(out) else final + '.tmp'
   bad, written, report = Counter(), 0, []
   writer = ArrayRecordWriter(tmp, records.WRITER_OPTIONS)
   for path, label in zip(paths, labels):
@@ -102,9 +104,15 @@ def write_shard(job: tuple) -> tuple[int, int, Counter]:
       bad['unreadable'] += 1
       report.append(f'{path}\tunreadable\t{type(e).__name__}: {e}')
   writer.close()
-  with open(os.path.join(out, f'report-{i:05d}.tsv'), 'w') as f:
-    f.write(''.join(line.replace('\n', ' ') + '\n' for line in report))
-  os.replace(tmp, final)  # the shard counts as done only once complete
+  fs.write_text(fs.join(out, f'report-{i:05d}.tsv'),
+                ''.join(line.replace('\n', ' ') + '\n' for line in report))
+  if fs.is_url(out):
+    try:
+      fs.copy_file(tmp, final)
+    finally:
+      os.remove(tmp)
+  else:
+    os.replace(tmp, final)  # the shard counts as done only once complete
   return i, written, bad
 
 
@@ -128,12 +136,12 @@ def main(argv: list[str] | None = None) -> dict:
 
   idx = read_index(args.kind, args.path, args.root, args.labels, args.on_missing,
                    args.allow_outside_root)
-  os.makedirs(args.out, exist_ok=True)
+  fs.makedirs(args.out)
   n = math.ceil(len(idx) / args.videos_per_shard)
   jobs = []
   for i in range(n):
     lo, hi = i * args.videos_per_shard, min((i + 1) * args.videos_per_shard, len(idx))
-    if os.path.exists(shard_name(args.out, i, n)):
+    if fs.exists(shard_name(args.out, i, n)):
       continue  # done in an earlier (interrupted) run
     jobs.append((i, n, args.out, idx.paths[lo:hi], idx.labels[lo:hi], args.frames_per_video,
                  args.short_side, args.quality))
@@ -158,18 +166,15 @@ def main(argv: list[str] | None = None) -> dict:
   # Summaries cover every shard, including those finished by earlier runs.
   bad_lines = []
   for i in range(n):
-    report = os.path.join(args.out, f'report-{i:05d}.tsv')
-    if os.path.exists(report):
-      with open(report) as f:
-        bad_lines += [line for line in f if line.strip()]
-  with open(os.path.join(args.out, 'bad_videos.tsv'), 'w') as f:
-    f.write('path\tkind\tdetail\n' + ''.join(bad_lines))
+    report = fs.join(args.out, f'report-{i:05d}.tsv')
+    if fs.exists(report):
+      bad_lines += [line + '\n' for line in fs.read_text(report).splitlines() if line.strip()]
+  fs.write_text(fs.join(args.out, 'bad_videos.tsv'), 'path\tkind\tdetail\n' + ''.join(bad_lines))
   kinds = Counter(line.split('\t')[1] for line in bad_lines)
   summary = {'videos': len(idx), 'written': len(idx) - len(bad_lines), 'bad': dict(kinds),
              'shards': n, 'frames_per_video': args.frames_per_video,
              'short_side': args.short_side, 'seconds': round(time.time() - start, 1)}
-  with open(os.path.join(args.out, 'summary.json'), 'w') as f:
-    json.dump(summary, f, indent=2)
+  fs.write_text(fs.join(args.out, 'summary.json'), json.dumps(summary, indent=2))
   print(json.dumps(summary), file=sys.stderr)
   return summary
 
