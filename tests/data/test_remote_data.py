@@ -55,10 +55,13 @@ def test_indexes_read_the_same_from_a_bucket(bucket):
     index.read_index(dict(kind="video_csv", path=outside))
 
 
-def test_video_decodes_by_range_reads_and_matches_local(bucket, tmp_path, gcs):
+@pytest.mark.parametrize("whole_file_below", [video.REMOTE_WHOLE_FILE_BYTES, 0])
+def test_video_from_a_bucket_matches_local(bucket, tmp_path, gcs, monkeypatch, whole_file_below):
+  """Short clips are fetched whole; long videos (here: any, threshold 0) by byte ranges."""
+  monkeypatch.setattr(video, "REMOTE_WHOLE_FILE_BYTES", whole_file_below)
   local_file = str(tmp_path / "long.mp4")
   synthetic.write_video(local_file, num_frames=480, width=320, height=240, textured=True, gop=24)
-  remote = gcs.url("long", "long.mp4")
+  remote = gcs.url("long", f"long{whole_file_below}.mp4")
   fs.copy_file(local_file, remote)
   rng = lambda: np.random.default_rng(3)  # noqa: E731
   want, t_local = video.load_pairs(local_file, rng(), SAMPLING, 2)
@@ -67,6 +70,8 @@ def test_video_decodes_by_range_reads_and_matches_local(bucket, tmp_path, gcs):
   for a, b in zip(want, got):
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+  if whole_file_below:
+    return
   # FFmpeg asks for the ranges it needs: far less than the file travels.
   container = video.open_video(remote)
   info = video.probe(container)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import io
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -69,10 +70,15 @@ def sample_pair_times(rng: np.random.Generator, start: float, duration: float, f
   return out
 
 
+# Videos in object storage up to this size are read whole: one request (plus a stat) beats the
+# round trips of range reads for Kinetics-sized clips (~1-2 MB); longer videos stream.
+REMOTE_WHOLE_FILE_BYTES = 8 << 20
+
+
 class _RemoteContainer:
-  """A container read through a file object (object storage): FFmpeg asks for the byte ranges it
-  needs (index, then the packets near each seek target), so a clip is never downloaded whole.
-  Closing it closes the file object too, which PyAV leaves open."""
+  """A container read through a file object (object storage). For a long video FFmpeg asks for
+  the byte ranges it needs (index, then the packets near each seek target) and the video is never
+  downloaded whole. Closing it closes the file object too, which PyAV leaves open."""
 
   def __init__(self, container: av.container.InputContainer, file: Any):
     self._container, self._file = container, file
@@ -98,7 +104,10 @@ def open_video(path: str, threads: int = 1) -> av.container.InputContainer:
   file = None
   try:
     if fs.is_url(path):
-      file = fs.open(path, 'rb')
+      # A short clip is fetched in one request; FFmpeg's seeks would cost ~10 round trips per
+      # pair (bench/remote_decode.py). A long video is read by byte ranges instead.
+      file = (io.BytesIO(fs.read_bytes(path)) if size <= REMOTE_WHOLE_FILE_BYTES
+              else fs.open(path, 'rb'))
       container = _RemoteContainer(av.open(file, metadata_errors='ignore'), file)
     else:
       container = av.open(path, metadata_errors='ignore')
