@@ -43,3 +43,16 @@ def test_tfds_data_source(tmp_path):
   assert len(src) == 6 and src.num_classes == 3
   labels = sorted(src.get(i)[1] for i in range(6))
   assert labels == [0, 0, 1, 1, 2, 2] and src.get(0)[0].dtype.name == 'uint8'
+
+
+def test_tfds_data_dir_in_a_bucket(tmp_path, gcs):
+  """A TFDS dataset prepared locally and copied to a bucket is read from there (epath for the
+  metadata, array_record's GCS client for the records)."""
+  TinyImages(data_dir=str(tmp_path)).download_and_prepare(file_format='array_record')
+  data_dir = gcs.url('tensorflow_datasets')
+  gcs.upload_tree(str(tmp_path), data_dir)
+  src = data.sources.TfdsImageSource('tiny_images', 'train', data_dir)
+  local = data.sources.TfdsImageSource('tiny_images', 'train', str(tmp_path))
+  assert len(src) == 6 and src.num_classes == 3
+  for i in range(6):
+    assert src.get(i)[1] == local.get(i)[1] and (src.get(i)[0] == local.get(i)[0]).all()
