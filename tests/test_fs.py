@@ -56,3 +56,17 @@ def test_lexical_path_rules_for_urls():
   assert fs.join("gs://b/data", "a", "x.mp4") == "gs://b/data/a/x.mp4"
   assert fs.dirname("gs://b/data/x.mp4") == "gs://b/data" and fs.isabs("gs://b/x")
   assert fs.relpath("gs://b/data/a/x.mp4", "gs://b/data") == "a/x.mp4"
+
+
+def test_files_written_by_other_clients_are_seen_at_once(gcs):
+  """No stale folder listings: another host (here: a separate client) adds a file after this
+  process listed the folder, and `exists`, `glob` and `listdir` see it."""
+  import fsspec
+  root = gcs.url("fs_other_writer")
+  fs.write_text(f"{root}/a.txt", "a")
+  assert fs.listdir(root) == ["a.txt"] and not fs.exists(f"{root}/b.txt")
+  other = fsspec.filesystem("gs", skip_instance_cache=True)
+  with other.open(f"{root}/b.txt", "wb") as f:
+    f.write(b"b")
+  assert fs.exists(f"{root}/b.txt") and sorted(fs.listdir(root)) == ["a.txt", "b.txt"]
+  assert len(fs.glob(f"{root}/*.txt")) == 2
