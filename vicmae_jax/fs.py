@@ -28,7 +28,14 @@ from vicmae_jax import paths
 # imported by the package's __init__, before any.
 os.environ.setdefault("EPATH_USE_TF", "false")
 
+import fsspec.config  # noqa: E402
 from etils import epath  # noqa: E402  (after the backend choice above)
+
+# fsspec clients cache folder listings forever by default. Other writers (another host, Orbax's
+# tensorstore, array_record) never invalidate that cache, so a file they add would stay invisible
+# to `exists` in this process (tests/test_fs.py): every question goes to the bucket instead.
+for _scheme in ("gs", "gcs", "s3"):
+  fsspec.config.conf.setdefault(_scheme, {}).setdefault("use_listings_cache", False)
 
 is_url = paths.is_url
 _WILDCARD = re.compile(r"[*?\[]")
