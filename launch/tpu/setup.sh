@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Put the code on every worker and install it into a per-worker virtualenv (`pip install -e .[tpu]`).
+# Put the code on every worker and install it into a per-worker virtualenv (`pip install -e .[tpu]`)
+# at the versions of the TPU lock (launch/constraints/tpu.txt), so every worker runs the same stack.
 #
 #   launch/tpu/setup.sh [common flags]
 #
@@ -42,9 +43,16 @@ else
   tpu_ssh all "set -e; rm -rf ${dir}; mkdir -p ${dir}; tar -xzf ${tarball_name} -C ${dir}; rm -f ${tarball_name}"
 fi
 
-# 2. Python, virtualenv and the package (the TPU extra brings libtpu).
+# 2. Python, virtualenv and the package (the TPU extra brings libtpu), pinned by the lock: workers
+# installed at different times would otherwise resolve different versions.
 python_version="$(printf '%q' "$TPU_PYTHON")"
-tpu_ssh all "set -e; export PATH=\"\$HOME/.local/bin:\$PATH\"; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; uv venv --allow-existing --python ${python_version} ${venv}; cd ${dir}; uv pip install --python ${venv}/bin/python -e '.[tpu]'"
+constraints=""
+if [[ "$TPU_CONSTRAINTS" != none ]]; then
+  [[ -f "${REPO_ROOT}/${TPU_CONSTRAINTS}" ]] || die "no lock ${TPU_CONSTRAINTS} in ${REPO_ROOT}"
+  constraints=" -c $(printf '%q' "$TPU_CONSTRAINTS")"
+fi
+tpu_ssh all "set -e; export PATH=\"\$HOME/.local/bin:\$PATH\"; command -v uv >/dev/null || curl -LsSf https://astral.sh/uv/install.sh | sh; uv venv --allow-existing --python ${python_version} ${venv}; cd ${dir}; uv pip install --python ${venv}/bin/python -e '.[tpu]'${constraints}"
 
-# 3. Check that every worker imports the package (the TPU runtime itself is checked by run.sh).
-tpu_ssh all "${venv}/bin/python -c 'import jax, vicmae_jax; print(\"jax\", jax.__version__, \"vicmae_jax\", vicmae_jax.__version__)'"
+# 3. Check that every worker imports the package and print its versions (the TPU runtime itself
+# is checked by run.sh; the trainer compares the workers' versions again at start).
+tpu_ssh all "${venv}/bin/python -c 'import jax; from vicmae_jax import versions as v; print(v.version_line(v.stack_versions()))'"

@@ -15,7 +15,8 @@ source "${here}/common.sh"
 parse_common_flags "$@"
 # The sub-scripts read the same settings; exporting them keeps any flags given here.
 export TPU_NAME TPU_ZONE TPU_PROJECT TPU_ACCELERATOR_TYPE TPU_RUNTIME_VERSION TPU_SPOT TPU_QUEUED \
-  TPU_REPO_URL TPU_REPO_BRANCH TPU_REMOTE_DIR TPU_REMOTE_VENV TPU_PYTHON TPU_LOG TPU_DRY_RUN
+  TPU_REPO_URL TPU_REPO_BRANCH TPU_REMOTE_DIR TPU_REMOTE_VENV TPU_PYTHON TPU_CONSTRAINTS TPU_LOG \
+  TPU_DRY_RUN
 
 query_slice_state
 case "$SLICE_STATE" in

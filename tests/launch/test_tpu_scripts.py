@@ -7,6 +7,7 @@ remote command lines are executed, not just compared as text.
 from __future__ import annotations
 
 import os
+import pathlib
 import subprocess
 import time
 
@@ -84,10 +85,14 @@ def test_setup_and_run_on_simulated_worker(fakes, tmp_path):
   assert all("--worker=all" in c["argv"] and f"--zone={ZONE}" in c["argv"] for c in gcloud)
   assert (home / "vicmae_jax" / "vicmae_jax" / "main.py").exists()   # the tarball was unpacked
   assert (home / "vicmae_jax" / "launch" / "tpu" / "run.sh").exists()
-  (venv_call, install_call) = [c["argv"] for c in fakes.calls("uv")]
-  assert venv_call == ["venv", "--allow-existing", "--python", "3.11", str(home / "venv-vicmae")]
-  assert install_call == ["pip", "install", "--python", str(home / "venv-vicmae" / "bin" / "python"),
-                          "-e", ".[tpu]"]
+  (venv_call, install_call) = fakes.calls("uv")
+  assert venv_call["argv"] == ["venv", "--allow-existing", "--python", "3.11",
+                               str(home / "venv-vicmae")]
+  assert install_call["argv"] == ["pip", "install", "--python",
+                                  str(home / "venv-vicmae" / "bin" / "python"), "-e", ".[tpu]",
+                                  "-c", "launch/constraints/tpu.txt"]
+  # The lock travelled with the code and the relative path resolves where uv runs.
+  assert (pathlib.Path(install_call["cwd"]) / "launch/constraints/tpu.txt").is_file()
   assert fakes.calls("python")[-1]["argv"][0] == "-c"   # the import check ran on the "worker"
 
   fakes.run(["launch/tpu/run.sh", *COMMON, "--env", "MY_SETTING=a b", "--", *MAIN_ARGS], **env)
