@@ -13,6 +13,8 @@ pytest.importorskip("libtpu")
 
 from configs import linprobe_in1k_vitb, finetune_in1k_vitb, vitl_k400  # noqa: E402
 from vicmae_jax import compile_check, config_lib, sharding, topology, train  # noqa: E402
+from vicmae_jax.evaluation import finetune_step  # noqa: E402
+from vicmae_jax.models import layernorm  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +34,8 @@ def test_tiny_pretraining_step_compiles_for_v5e_8_and_reports(tmp_path):
   out = tmp_path / "report.json"
   r = _cli("--config=configs/vitl_k400.py:tiny", "--topology=v5e-8", f"--json={out}")
   assert r.returncode == 0, r.stderr[-3000:]
-  for line in ("on v5e-8", "params", "optimizer", "ema target", "temporaries", "of 16.00 GiB HBM",
+  for line in ("on v5e-8", "compute dtype bfloat16 (auto: 8 tpu devices); params float32",
+               "params", "optimizer", "ema target", "temporaries", "of 16.00 GiB HBM",
                "FLOPs (XLA)", "step time", "predicted MFU", "collectives"):
     assert line in r.stdout, line
   report = json.loads(out.read_text())
@@ -64,23 +67,69 @@ def test_bad_topology_is_a_clear_error():
   assert r.returncode == 2 and "TensorCores" in r.stderr
 
 
-def _lowered_text(config, devices) -> str:
+def _built(config, devices):
   config_lib.validate(config, len(devices), check_data=False)
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp, devices=devices)
-  built = train.build_train_step(config, config_lib.schedule(config, None), mesh)
-  return built.fn.lower(built.state, built.batch).as_text()
+  return train.build_train_step(config, config_lib.schedule(config, None), mesh)
+
+
+def _lowered(config, devices):
+  built = _built(config, devices)
+  return built.fn.lower(built.state, built.batch)
 
 
 def test_backend_decision_follows_the_mesh(v5e_8):
   """One process, one step function: the CPU mesh's program carries the CPU layout VJPs (their
-  optimisation barriers), the TPU slice's program is plain autodiff, whatever this process's
-  default backend is."""
+  optimisation barriers), the TPU slice's program is plain autodiff for Dense and attention,
+  whatever this process's default backend is. Both carry LayerNorm's closed-form backward pass
+  (measured ahead of autodiff on TPU: docs/scaling.md, section 5), named in the program."""
   config = vitl_k400.get_config("tiny")
-  config.model.dtype = "bfloat16"
-  cpu = _lowered_text(config, jax.devices()[:8])
-  tpu = _lowered_text(config, v5e_8)
-  assert cpu.count("optimization_barrier") > 10
-  assert tpu.count("optimization_barrier") == 0
+  config.model.dtype = "bfloat16"   # explicit: bf16 on the CPU mesh too
+  cpu = _lowered(config, jax.devices()[:8])
+  tpu = _lowered(config, v5e_8)
+  cpu_text, tpu_text = cpu.as_text(), tpu.as_text()
+  assert cpu_text.count("optimization_barrier") > 10
+  assert tpu_text.count("optimization_barrier") == 0
+  assert "xbf16>" in cpu_text and "xbf16>" in tpu_text
+  assert layernorm.BWD_SCOPE in cpu.as_text(debug_info=True)
+  assert layernorm.BWD_SCOPE in tpu.as_text(debug_info=True)
+
+
+def test_auto_dtype_is_float32_on_a_cpu_mesh_and_bfloat16_on_a_tpu_slice(v5e_8):
+  """The config as written says "auto": the step built for this machine's CPUs computes in
+  float32 (no bf16 array anywhere), the one built for a TPU slice in bf16; params stay fp32."""
+  config = vitl_k400.get_config("tiny")
+  assert config.model.dtype == "auto"
+  cpu = _lowered(config, jax.devices()[:8]).as_text()
+  built = _built(config, v5e_8)
+  tpu = built.fn.lower(built.state, built.batch).as_text()
+  assert "bf16" not in cpu
+  assert tpu.count("xbf16>") > 50
+  for tree in (built.state.params, built.state.target, built.state.opt_state):
+    assert {a.dtype for a in jax.tree.leaves(tree) if a.ndim} == {np.dtype("float32")}
+
+
+def test_explicit_dtype_wins_and_every_step_builder_resolves_auto(v5e_8):
+  config = vitl_k400.get_config("tiny")
+  tpu_mesh = sharding.make_mesh(devices=v5e_8)
+  cpu_mesh = sharding.make_mesh(devices=jax.devices()[:8])
+  typed = config_lib.as_pretrain_config(config)
+  assert config_lib.for_mesh(typed, tpu_mesh).model.dtype == "bfloat16"
+  assert config_lib.for_mesh(typed, cpu_mesh).model.dtype == "float32"
+  config.model.dtype = "float32"
+  assert config_lib.for_mesh(config_lib.as_pretrain_config(config), tpu_mesh).model.dtype == (
+      "float32")
+  assert compile_check.with_compute_dtype(config, v5e_8).model.dtype == "float32"
+  config.model.dtype = "auto"
+  resolved = compile_check.with_compute_dtype(config, v5e_8)
+  assert resolved.model.dtype == "bfloat16" and config.model.dtype == "auto"  # a copy
+  # Fine-tuning: the step's model config is resolved for its mesh too.
+  ft = finetune_in1k_vitb.get_config("tiny")
+  assert ft.model.dtype == "auto"
+  assert finetune_step.build_finetune_step(ft, tpu_mesh, num_classes=10).model_cfg.dtype == (
+      "bfloat16")
+  assert finetune_step.build_finetune_step(ft, cpu_mesh, num_classes=10).model_cfg.dtype == (
+      "float32")
 
 
 @pytest.mark.parametrize("get_config", [finetune_in1k_vitb.get_config,
@@ -89,6 +138,7 @@ def test_evaluation_steps_compile_for_a_slice(get_config, v5e_8):
   config = get_config("tiny")
   report = compile_check.check(config, v5e_8, where="v5e-8")
   assert report.flops > 0 and report.model_flops > 0 and report.peak_memory > 0
+  assert report.dtype == "compute dtype bfloat16 (auto: 8 tpu devices); params float32"
   assert report.examples_per_step == (config.batch_size if config.mode == "finetune"
                                       else config.linprobe.batch_size)
   text = compile_check.format_report(report)

@@ -74,3 +74,69 @@ def test_schedule_lengths():
   c.optim.warmup_epochs = 0.5
   s = config_lib.schedule(c, num_examples=160)
   assert (s.steps_per_epoch, s.total_steps, s.warmup_steps) == (10, 20, 5)
+
+
+class _Stop(Exception):
+  pass
+
+
+def test_pretraining_logs_the_compute_dtype_and_builds_with_it(tmp_path, monkeypatch, caplog):
+  """"auto" is resolved once from the mesh (8 CPU devices here: float32) and logged; the trainer
+  goes on with the resolved config."""
+  seen = []
+
+  def stop(config, batch_sharding):
+    seen.append(config.model.dtype)
+    raise _Stop
+  monkeypatch.setattr(train, "_make_iterator", stop)
+  for dtype, line in (("auto", "compute dtype float32 (auto: mesh of 8 cpu devices); params "
+                               "float32"),
+                      ("bfloat16", "compute dtype bfloat16 (set in the config); params float32")):
+    caplog.clear()
+    with caplog.at_level("INFO"), pytest.raises(_Stop):
+      train.train_and_evaluate(_config(**{"model.dtype": dtype}), str(tmp_path / dtype))
+    assert line in caplog.messages
+  assert seen == ["float32", "bfloat16"]
+
+
+def test_for_mesh_resolves_auto_and_keeps_an_explicit_dtype():
+  import jax
+  from vicmae_jax import sharding
+  mesh = sharding.make_mesh(devices=jax.devices()[:8])
+  typed = config_lib.as_pretrain_config(_config())
+  assert typed.model.dtype == "auto"
+  assert config_lib.for_mesh(typed, mesh).model.dtype == "float32"
+  bf16 = config_lib.as_pretrain_config(_config(**{"model.dtype": "bfloat16"}))
+  assert config_lib.for_mesh(bf16, mesh).model.dtype == "bfloat16"
+  with pytest.raises(config_lib.ConfigError, match="dtype must be auto"):
+    config_lib.validate(_config(**{"model.dtype": "int8"}), device_count=8)
+
+
+def test_a_resume_with_auto_is_not_a_changed_model(tmp_path):
+  """Checkpoints keep the config as written ("auto"), so the same command finds no changed model
+  setting; a real change is still named, without the dtype."""
+  import jax
+  import jax.numpy as jnp
+  from vicmae_jax import run_lib
+
+  def init():
+    return {"step": jnp.zeros((), jnp.int32), "w": jnp.zeros((4,), jnp.float32)}
+
+  skeleton = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), init())
+  config = _config(**{"checkpoint.async_save": False})
+  run = run_lib.open_run(config, tmp_path / "w")
+  state, step = run.restore_or_init(skeleton, init)
+  run_lib.train_loop(run, state, step, 2, lambda s, b: ({"step": s["step"] + 1, "w": s["w"] + b},
+                                                        {"loss": jnp.sum(s["w"])}),
+                     iter([1.0] * 10))
+  run.close()
+  assert run.config_dict["model"]["dtype"] == "auto"
+  again = run_lib.open_run(_config(**{"checkpoint.async_save": False}), tmp_path / "w")
+  assert again._changed_model_settings() == []
+  state, step = again.restore_or_init(skeleton, init)
+  assert step == 2
+  again.close()
+  wider = run_lib.open_run(_config(**{"checkpoint.async_save": False, "model.width": 128}),
+                           tmp_path / "w")
+  assert wider._changed_model_settings() == ["model.width 64 -> 128"]
+  wider.close()

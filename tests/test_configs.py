@@ -112,6 +112,14 @@ def test_shared_recipe(name):
   assert c.model.mask_ratio == 0.5 and c.model.contrastive_mode == "ema_target"
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_the_compute_dtype_is_left_to_the_platform(name):
+  """No recipe fixes the dtype: "auto" is bf16 on TPU/GPU and fp32 on CPU (hardware.resolve_dtype),
+  and --config.model.dtype still overrides it."""
+  assert load(name).model.dtype == "auto"
+  assert load(name, "", "--config.model.dtype=float32").model.dtype == "float32"
+
+
 def test_vitl_k400_is_the_released_recipe():
   c = load("vitl_k400")
   assert c.model.variant == "L/16" and c.model.image_size == 224 and c.model.mask_ratio == 0.5

@@ -57,3 +57,42 @@ def test_cpu_has_no_datasheet_and_gpu_platforms_normalise():
   assert hardware.platform_of([_Dev("NVIDIA H100", "cuda")]) == "gpu"
   with pytest.raises(ValueError, match="one platform"):
     hardware.platform_of([_Dev("TPU v4"), _Dev("x", "cpu")])
+
+
+@pytest.mark.parametrize("dtype, platform, want", [
+    ("auto", "cpu", "float32"), ("auto", "tpu", "bfloat16"), ("auto", "gpu", "bfloat16"),
+    # An explicit dtype wins on every platform.
+    ("float32", "tpu", "float32"), ("float32", "gpu", "float32"),
+    ("bfloat16", "cpu", "bfloat16"), ("float16", "gpu", "float16")])
+def test_auto_dtype_resolves_per_platform_and_explicit_values_win(dtype, platform, want):
+  assert hardware.resolve_dtype(dtype, platform) == want
+
+
+def test_bad_dtype_or_platform_is_refused():
+  with pytest.raises(ValueError, match="dtype must be auto"):
+    hardware.resolve_dtype("int8", "tpu")
+  with pytest.raises(ValueError, match="Unknown platform"):
+    hardware.resolve_dtype("auto", "npu")
+
+
+def test_dtype_line_says_the_dtype_and_where_it_came_from():
+  mesh = sharding.make_mesh(devices=jax.devices()[:8])
+  tpus = [_Dev("TPU v5 lite")] * 4
+  assert hardware.dtype_line("auto", mesh) == (
+      "compute dtype float32 (auto: mesh of 8 cpu devices); params float32")
+  assert hardware.dtype_line("auto", tpus) == (
+      "compute dtype bfloat16 (auto: 4 tpu devices); params float32")
+  assert hardware.dtype_line("float32", tpus) == (
+      "compute dtype float32 (set in the config); params float32")
+
+
+@pytest.mark.parametrize("platform, layout_vjps, layernorm_vjp", [
+    ("cpu", True, True),
+    # TPU: the closed-form LayerNorm backward is ahead in the compiler's roofline (v5p, bf16
+    # blocks; docs/scaling.md section 5); the Dense and attention ones are CPU-only.
+    ("tpu", False, True),
+    ("gpu", False, False)])   # unmeasured: autodiff, the standard path
+def test_hand_written_backward_passes_per_platform(platform, layout_vjps, layernorm_vjp):
+  with hardware.building_for(platform):
+    assert hardware.cpu_layout_vjps() is layout_vjps
+    assert hardware.layernorm_vjp() is layernorm_vjp

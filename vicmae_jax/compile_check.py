@@ -9,14 +9,17 @@
 The step is built by the trainers' own functions (`train.build_train_step`,
 `evaluation.finetune_step.build_finetune_step`, the probe's feature step) from the same config parsing,
 validation, mesh and partition rules as `main`, over compile-only devices that libtpu describes
-(`topology.py`); nothing is allocated. It prints per chip: the arguments (parameters, optimizer,
-EMA target, batch), XLA's temporary and output bytes against the chip's HBM, FLOPs, bytes
-accessed, the compiler's roofline time, the predicted steps/s, pairs/s and MFU, and the
-collectives by kind. It exits 1 naming what to change when the step does not fit, 2 on a config
-or topology error.
+(`topology.py`); nothing is allocated. The model computes in the dtype the trainer would use on
+that slice (`model.dtype="auto"`: bfloat16 on TPU, float32 for `--topology=cpu`; an explicit
+dtype wins), and the report's second line says which. It prints per chip: the arguments
+(parameters, optimizer, EMA target, batch), XLA's temporary and output bytes against the chip's
+HBM, FLOPs, bytes accessed, the compiler's roofline time, the predicted steps/s, pairs/s and MFU,
+and the collectives by kind. It exits 1 naming what to change when the step does not fit, 2 on a
+config or topology error.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -80,6 +83,8 @@ class Report:
   # Settings that put the model's work in a loop (scanned blocks, gradient accumulation): XLA's
   # cost analysis counts a loop body once, so its FLOPs, bytes and roofline undercount the step.
   loops: tuple[str, ...] = ()
+  # "compute dtype bfloat16 (auto: 8 tpu devices); params float32" (hardware.dtype_line).
+  dtype: str = ""
 
   @property
   def peak_memory(self) -> float:
@@ -267,14 +272,31 @@ _BUILDERS = {"pretrain": _pretrain, "finetune": _finetune, "linprobe": _features
              "knn": _features, "extract_features": _features}
 
 
+def with_compute_dtype(config: ml_collections.ConfigDict, devices: list
+                       ) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `model.dtype` is concrete for the platform of `devices`: "auto"
+  is bfloat16 for a TPU slice, float32 for this machine's CPUs (`hardware.resolve_dtype`), as
+  the trainer resolves it for its mesh; an explicit dtype is kept."""
+  if "model" not in config or "dtype" not in config.model:
+    return config
+  out = copy.deepcopy(config)
+  out.model.dtype = hardware.resolve_dtype(config.model.dtype, hardware.platform_of(devices))
+  return out
+
+
 def check(config: ml_collections.ConfigDict, devices: list, *, where: str) -> Report:
   """Compiles the config's step for `devices` and returns its report (no fit decision)."""
   if config.mode not in _BUILDERS:
     raise ValueError(f"compile_check has no step for config.mode {config.mode!r}.")
+  dtype = (hardware.dtype_line(config.model.dtype, devices)
+           if "model" in config and "dtype" in config.model else "")
+  config = with_compute_dtype(config, devices)
   fn, args, arguments, model_flops, examples, name, what = _BUILDERS[config.mode](config, devices)
-  return analyse(fn, args, arguments, what=f"{what} on {where}", devices=devices,
-                 model_flops_per_step=model_flops, examples=examples, example_name=name,
-                 loops=_loops(config))
+  report = analyse(fn, args, arguments, what=f"{what} on {where}", devices=devices,
+                   model_flops_per_step=model_flops, examples=examples, example_name=name,
+                   loops=_loops(config))
+  report.dtype = dtype
+  return report
 
 
 def _loops(config: ml_collections.ConfigDict) -> tuple[str, ...]:
@@ -299,7 +321,7 @@ def advice(config: ml_collections.ConfigDict, arguments: dict[str, float],
   if not model.get("remat", False):
     tips.append("rematerialise the blocks: --config.model.remat=True (~+30% step time, "
                 "temporaries cut to about one block input per layer)")
-  if model.get("dtype", "float32") == "float32":
+  if model.get("dtype", "auto") == "float32":
     tips.append("compute in bfloat16: --config.model.dtype=bfloat16 (params stay float32)")
   optim = config.get("optim", {})
   if "accum_steps" in optim:
@@ -316,7 +338,8 @@ def _gib(x: float | None) -> str:
 
 
 def format_report(r: Report) -> str:
-  lines = [r.what, f"  compiled in {r.compile_s:.1f} s for {r.chips} chips; per chip:"]
+  lines = [r.what] + ([f"  {r.dtype}"] if r.dtype else []) + [
+      f"  compiled in {r.compile_s:.1f} s for {r.chips} chips; per chip:"]
   for k, v in r.arguments.items():
     lines.append(f"    {k:<22} {_gib(v)}")
   lines += [
@@ -381,7 +404,8 @@ def main(argv) -> int:
     message = str(e).strip().splitlines()
     print(f"compile_check: DOES NOT FIT on {where}: the compiler ran out of HBM:\n  "
           + "\n  ".join(message[:12]) + "\nTry:\n  - "
-          + "\n  - ".join(advice(config, e.arguments, e.hbm)), file=sys.stderr)
+          + "\n  - ".join(advice(with_compute_dtype(config, devices), e.arguments, e.hbm)),
+          file=sys.stderr)
     return 1
   print(format_report(report))
   if flags_.json:
@@ -395,7 +419,8 @@ def main(argv) -> int:
     print(f"compile_check: DOES NOT FIT on {where}: the step needs {_gib(report.peak_memory)} per "
           f"chip, {100 * (1 - report.headroom):.0f}% of {_gib(report.hbm)} HBM (allowed: "
           f"{100 * (1 - need):.0f}%). Try:\n  - "
-          + "\n  - ".join(advice(config, report.arguments, report.hbm)),
+          + "\n  - ".join(advice(with_compute_dtype(config, devices), report.arguments,
+                                  report.hbm)),
           file=sys.stderr)
     return 1
   return 0

@@ -1,13 +1,15 @@
-"""What a step is built for: the target platform and the facts of its chips.
+"""What a step is built for: the target platform, the choices made for it, the facts of its chips.
 
-The one place that says which platform a program is built for; the per-platform choices
-themselves sit where they apply (`models/linear.cpu_layout_vjps`, `models/attention.py`,
-`ViCMAE._heads` in `models/vicmae.py`). Model code asks `target_platform()` (or `is_cpu()`)
-which backend the program being traced will run on; the trainers and `compile_check` set it from
-the devices of the mesh the step is compiled for (`building_for(mesh)`), so a TPU program
-compiled from a CPU process gets the TPU choices. Outside any such scope (a model called
-directly, a notebook) the process's default backend is the answer, which is right whenever the
-program runs where it is traced.
+The one place that says which platform a program is built for, and the platform-level choices
+that follow from it: the compute dtype that `model.dtype="auto"` stands for (`resolve_dtype`) and
+which hand-written backward passes a program uses (`cpu_layout_vjps`, `layernorm_vjp`); the code
+that acts on them sits where it applies (`models/linear.py`, `models/attention.py`,
+`models/layernorm.py`, `ViCMAE._heads` in `models/vicmae.py`). Model code asks `target_platform()`
+(or `is_cpu()`) which backend the program being traced will run on; the trainers and
+`compile_check` set it from the devices of the mesh the step is compiled for
+(`building_for(mesh)`), so a TPU program compiled from a CPU process gets the TPU choices.
+Outside any such scope (a model called directly, a notebook) the process's default backend is
+the answer, which is right whenever the program runs where it is traced.
 """
 from __future__ import annotations
 
@@ -109,3 +111,59 @@ def bind(fn: Callable, target: Mesh | Sequence[jax.Device] | str) -> Callable:
 def is_cpu() -> bool:
   """Whether the program being traced targets XLA:CPU (its GEMM-layout VJPs, fp32 heads)."""
   return target_platform() == "cpu"
+
+
+# --- choices made per platform ------------------------------------------------------------------
+# What `model.dtype="auto"` computes in: bf16 activations and GEMMs with fp32 params on
+# accelerators (the released code's mixed precision, docs/decisions.md), float32 on CPU, whose
+# test and demo runs are fp32 and whose bf16 GEMMs need AVX512-BF16 / AMX to pay.
+AUTO_DTYPES = {"cpu": "float32", "gpu": "bfloat16", "tpu": "bfloat16"}
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def resolve_dtype(dtype: str, platform: str) -> str:
+  """The compute dtype `dtype` stands for in a program built for `platform`: "auto" is
+  `AUTO_DTYPES[platform]`, an explicit dtype is itself on every platform."""
+  if dtype != "auto":
+    if dtype not in DTYPES:
+      raise ValueError(f"dtype must be auto, {', '.join(DTYPES)}; got {dtype!r}.")
+    return dtype
+  if platform not in AUTO_DTYPES:
+    raise ValueError(f"Unknown platform {platform!r}; expected one of {PLATFORMS}.")
+  return AUTO_DTYPES[platform]
+
+
+def describe(target: Mesh | Sequence[jax.Device]) -> str:
+  """'mesh of 8 tpu devices' (a mesh) or '1 cpu device' (devices): for log lines."""
+  n, platform = len(devices_of(target)), platform_of(target)
+  what = f"{platform} device{'s' if n != 1 else ''}"
+  return f"mesh of {n} {what}" if isinstance(target, Mesh) else f"{n} {what}"
+
+
+def dtype_line(dtype: str, target: Mesh | Sequence[jax.Device]) -> str:
+  """The log line of a run's numerics: the compute dtype the config's `dtype` resolves to on
+  `target` and where it came from; params are float32 whatever it is."""
+  resolved = resolve_dtype(dtype, platform_of(target))
+  source = f"auto: {describe(target)}" if dtype == "auto" else "set in the config"
+  return f"compute dtype {resolved} ({source}); params float32"
+
+
+def cpu_layout_vjps() -> bool:
+  """Whether the program being traced uses the Dense and attention backward passes laid out for
+  XLA:CPU's GEMMs (`models/linear.py`, `models/attention.py`): CPU only. GPU and TPU compilers
+  fold transposes into their GEMM calls, so autodiff is already right there."""
+  return is_cpu()
+
+
+# Platforms whose programs use LayerNorm's closed-form backward pass (`models/layernorm.py`).
+# CPU: autodiff broadcasts the scale into a full-size temporary per norm (~270 ms of a 6 s fp32
+# ViT-S step). TPU: cross-compiled for v5p (bf16, 128 images per chip, gradients of params and
+# input), the compiler's roofline ranks it ahead of autodiff on every ViT block measured, by
+# 1-2% (L/16 encoder block 3.86 vs 3.95 ms; docs/scaling.md, section 5). GPU: unmeasured, so
+# the standard path, autodiff.
+LAYERNORM_VJP_PLATFORMS = ("cpu", "tpu")
+
+
+def layernorm_vjp() -> bool:
+  """Whether the program being traced uses LayerNorm's closed-form backward pass."""
+  return target_platform() in LAYERNORM_VJP_PLATFORMS

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 from etils import epath
 
-from vicmae_jax import checkpointing, logging_utils, paths, typed_config, workdir_lock
+from vicmae_jax import checkpointing, logging_utils, paths, typed_config, versions, workdir_lock
 from vicmae_jax.data.badinput import TooManyBadInputs
 from vicmae_jax.data.pipeline import DataLayoutChanged
 
@@ -54,6 +54,11 @@ class ProfileConfig:
 
 
 @dataclasses.dataclass
+# Model settings that change how the step computes, never the saved state: not a reason for a
+# checkpoint not to restore, so never named as one.
+_COMPUTE_ONLY = frozenset({"dtype", "remat", "remat_policy", "attention_impl", "mask_ratio"})
+
+
 class Run:
   """One training run's workdir, writers and checkpointer (every process holds one)."""
 
@@ -112,7 +117,7 @@ class Run:
       return []
     old, new = (saved or {}).get("model") or {}, self.config_dict.get("model") or {}
     return [f"model.{k} {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
+            if old.get(k) != new.get(k) and k not in _COMPUTE_ONLY]
 
   def resuming(self) -> bool:
     """Whether the workdir holds a checkpoint (an init source need not be read then)."""
@@ -142,6 +147,7 @@ def open_run(config: ml_collections.ConfigDict | Any, workdir: str) -> Run:
   """Creates the workdir, the checkpointer (SIGTERM requests a save and a clean stop) and the
   writers of a run; `config` (a ConfigDict or a typed config) gives `checkpoint` (a
   CheckpointConfig mapping) and `log_every_steps`, and is saved with every checkpoint."""
+  versions.log_and_compare()  # every process: warns when workers installed different versions
   workdir = epath.Path(paths.resolve(workdir))
   workdir.mkdir(parents=True, exist_ok=True)
   lock = workdir_lock.WorkdirLock(str(workdir)).acquire() if jax.process_index() == 0 else None
@@ -165,6 +171,22 @@ class Hook:
 
   def after_step(self, step: int, state: Any, metrics: Any) -> None:
     """After update number `step`, before its checkpoint (log, evaluate, draw)."""
+
+
+def stop_if_diverged(run: Run, step: int, state: Any, data_iter: Any | None,
+                     scalars: Mapping[str, float], max_consecutive: int) -> None:
+  """The divergence stop of every mode whose step skips non-finite updates and reports
+  `consecutive_skipped` and `skipped_steps`: at `max_consecutive` skipped updates in a row, saves
+  `state` (the last good one: skipped updates leave it untouched) and raises TrainingDiverged."""
+  if scalars["consecutive_skipped"] < max_consecutive:
+    return
+  run.ckpt.save(step, state, data_iter, run.config_dict, force=True)
+  run.ckpt.wait()
+  raise TrainingDiverged(
+      f"{int(scalars['consecutive_skipped'])} consecutive updates had a non-finite loss or "
+      f"gradient (step {step}, {int(scalars['skipped_steps'])} skipped in all). The last "
+      f"good state is saved in {run.workdir}/checkpoints; lower optim.base_lr, set "
+      f"optim.grad_clip, or use float32 before resuming.")
 
 
 class Every(Hook):

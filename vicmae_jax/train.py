@@ -91,8 +91,9 @@ def batch_spec(config: PretrainConfig, mesh) -> dict[str, jax.ShapeDtypeStruct]:
 def build_train_step(config: PretrainConfig | ml_collections.ConfigDict, sched: optim.Schedule,
                      mesh) -> CompiledStep:
   """Optimizer, state skeleton and jitted step of a validated config: what `train_and_evaluate`
-  runs and `compile_check` compiles for a named slice, from this one function."""
-  config = config_lib.as_pretrain_config(config)
+  runs and `compile_check` compiles for a named slice, from this one function. An "auto"
+  model dtype is resolved for the mesh's platform (`config_lib.for_mesh`)."""
+  config = config_lib.for_mesh(config_lib.as_pretrain_config(config), mesh)
   tx, lr_fn = make_optimizer(config, sched)
   sc = config_lib.step_config(config, sched.total_steps)
   graphdef, state, shardings = abstract_train_state(config.model, tx, mesh,
@@ -151,15 +152,7 @@ class _Log(run_lib.Hook):
     # A collective: every process calls it at the same (log) step.
     scalars.update(logging_utils.aggregate_over_processes(getattr(self.it, "metrics", dict)()))
     self.run.write(step, scalars, logging_utils.progress_line(step, self.total, scalars))
-    if scalars["consecutive_skipped"] >= self.max_skipped:
-      # Skipped updates leave params untouched, so this checkpoint is the last good state.
-      self.run.ckpt.save(step, state, self.it, self.run.config_dict, force=True)
-      self.run.ckpt.wait()
-      raise TrainingDiverged(
-          f"{int(scalars['consecutive_skipped'])} consecutive updates had a non-finite loss or "
-          f"gradient (step {step}, {int(scalars['skipped_steps'])} skipped in all). The last "
-          f"good state is saved in {self.run.workdir}/checkpoints; lower optim.base_lr, set "
-          f"optim.grad_clip, or use float32 before resuming.")
+    run_lib.stop_if_diverged(self.run, step, state, self.it, scalars, self.max_skipped)
 
 
 def _images_hook(run: run_lib.Run, every: int, total: int, recon_fn, examples) -> run_lib.Hook:
@@ -202,6 +195,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Train
   mesh = sharding.make_mesh(cfg.mesh.data, cfg.mesh.fsdp)
   logging.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), jax.device_count(),
                jax.process_count())
+  logging.info("%s", hardware.dtype_line(cfg.model.dtype, mesh))
+  cfg = config_lib.for_mesh(cfg, mesh)  # model.dtype "auto" resolved once, for this mesh
 
   logging.info("=== data")
   it = _make_iterator(cfg, sharding.batch_sharding(mesh))

@@ -86,7 +86,9 @@ def test_resume_with_other_workers_replays_the_run(folders):
   it = _iterator(src, workers=2)
   _take(it, 2)
   state = it.get_state()
-  assert json.loads(state) == {"step": 2, "seed": 3}
+  saved = json.loads(state)
+  assert (saved["step"], saved["seed"]) == (2, 3)
+  assert saved["bad_input"]["examples"] == 12 and not saved["bad_input"]["bad_files"]
   resumed = _iterator(src, threads=2)   # fewer workers, other threads: same stream
   resumed.set_state(state)
   for a, b in zip(ref[2:], _take(resumed, 3)):

@@ -1,9 +1,12 @@
-"""Hand-written LayerNorm backward vs autodiff of Flax's nnx.LayerNorm (an outside formula)."""
+"""Hand-written LayerNorm backward vs autodiff of Flax's nnx.LayerNorm (an outside formula), and
+which platforms' programs use it."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
+from vicmae_jax import hardware
 from vicmae_jax.models import layernorm, layers
 
 
@@ -49,3 +52,23 @@ def test_a_seed_builds_the_same_model_as_with_flax_layernorm():
   ours = build(lambda r: layers.layer_norm(8, dtype=jnp.float32, rngs=r))
   flax_ln = build(lambda r: nnx.LayerNorm(8, rngs=r))
   np.testing.assert_array_equal(ours, flax_ln)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "tpu", "gpu"])
+def test_the_platform_picks_the_backward_pass_and_the_gradients_agree(platform):
+  """Closed form where `hardware.layernorm_vjp()` (CPU, TPU), autodiff elsewhere (GPU): the
+  program says which (the closed form's named scope), and both give the same gradients."""
+  x = 3.0 * jax.random.normal(jax.random.key(0), (4, 7, 32)) + 1.0
+  scale = jax.random.normal(jax.random.key(1), (32,))
+  bias = jax.random.normal(jax.random.key(2), (32,))
+  probe = jax.random.normal(jax.random.key(3), x.shape)
+
+  def loss(x, s, b):
+    return jnp.sum(layernorm.layer_norm(x, s, b, 1e-6) * probe)
+
+  grad = jax.jit(hardware.bind(jax.grad(loss, argnums=(0, 1, 2)), platform))
+  text = grad.lower(x, scale, bias).as_text(debug_info=True)
+  assert (layernorm.BWD_SCOPE in text) == (platform in hardware.LAYERNORM_VJP_PLATFORMS)
+  want = jax.jit(hardware.bind(jax.grad(loss, argnums=(0, 1, 2)), "cpu"))(x, scale, bias)
+  for a, b in zip(grad(x, scale, bias), want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)

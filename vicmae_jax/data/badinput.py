@@ -3,9 +3,15 @@
 Workers (possibly other processes) cannot share counters, so every example carries its own record of
 the failures met while producing it (`_bad_kinds`, `_bad_refs`); `BadInputMonitor` in the main process
 sums them, keeps the names of the failed files and stops the run above the configured fraction.
+Training inputs (pretraining, the fine-tuning train split) follow this policy.
+
+Evaluation never replaces an example (that would change the set being measured): `SkippedInputs`
+leaves it out, logs it once with its cause and lists it in the results, whose metrics are over the
+readable examples.
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +35,11 @@ class BadInput(Exception):
 
 class TooManyBadInputs(RuntimeError):
   """Raised when the fraction of failed examples exceeds the configured maximum."""
+
+
+def cause_text(kind: str, detail: str = '') -> str:
+  """How a failure is named in logs and results: the kind, then the decoder's reason if any."""
+  return kind + (f': {detail}' if detail else '')
 
 
 def load_with_retries(load: Callable[[int, np.random.Generator], dict[str, Any]], index: int,
@@ -75,12 +86,15 @@ class BadInputMonitor:
     max_fraction: stop when failed attempts / all attempts exceeds this (default 1%).
     min_attempts: the fraction is only checked after this many attempts, so one bad file in the
       first batch does not stop a run.
+    setting: the config key of `max_fraction`, named in the stop message.
   """
 
   def __init__(self, describe: Callable[[int, int], str], source_names: Sequence[str],
                max_fraction: float = 0.01, min_attempts: int = 500,
-               source_sizes: Sequence[int] | None = None):
+               source_sizes: Sequence[int] | None = None,
+               setting: str = 'input.bad_input_max_fraction'):
     self._describe = describe
+    self._setting = setting
     self.source_names = list(source_names)
     # Saved with the state: a resume whose index has changed says so (the order differs).
     self.source_sizes = list(source_sizes) if source_sizes is not None else None
@@ -106,7 +120,7 @@ class BadInputMonitor:
       name = self._describe(int(units[row]), int(refs[row, col]))
       if name not in self.bad_files:
         cause = str(causes[row, col]) if causes is not None else ''
-        self.bad_files[name] = KINDS[kinds[row, col]] + (f': {cause}' if cause else '')
+        self.bad_files[name] = cause_text(KINDS[kinds[row, col]], cause)
         logging.warning('bad input (%s), replaced: %s', self.bad_files[name], name)
     self.check()
 
@@ -124,7 +138,7 @@ class BadInputMonitor:
       more = f'\n  ... and {len(names) - 20} more' if len(names) > 20 else ''
       raise TooManyBadInputs(
           f'{failed} of {attempts} examples ({failed / attempts:.2%}) failed to load, above the '
-          f'configured maximum {self.max_fraction:.2%} (data.bad_input_max_fraction). '
+          f'configured maximum {self.max_fraction:.2%} ({self._setting}). '
           f'Bad files:\n  {listing}{more}')
 
   def metrics(self) -> dict[str, float]:
@@ -156,3 +170,65 @@ class BadInputMonitor:
                       '(%s); the model state is restored, but the data order from here on is '
                       'not the one the interrupted run would have seen', changed or
                       f'{len(saved)} sources -> {len(self.source_sizes)}')
+
+
+# What every evaluation result with unreadable inputs says about its metrics.
+DENOMINATOR_NOTE = ('metrics are over the readable examples only (the num_examples counts); '
+                    'the files listed in unreadable are left out of every count')
+
+
+class SkippedInputs:
+  """Evaluation's record of the examples it could not read: each is left out of the metrics,
+  logged once with its cause, and listed by `summary()` for the results file.
+
+  Several processes may each read a share of a split: `gather()` (a collective) merges their
+  records, so that every process holds the whole list.
+  """
+
+  def __init__(self, name: str = 'eval'):
+    self.name = name
+    self.files: dict[int, tuple[str, str]] = {}  # example index -> (file, cause)
+
+  def add(self, index: int, error: BadInput) -> None:
+    if index in self.files:
+      return
+    self.files[index] = (error.path or f'example {index}', cause_text(error.kind, error.detail))
+    logging.warning('%s: unreadable input (%s), left out: %s', self.name, self.files[index][1],
+                    self.files[index][0])
+
+  def __len__(self) -> int:
+    return len(self.files)
+
+  def indices(self) -> list[int]:
+    return sorted(self.files)
+
+  def gather(self) -> None:
+    """Merges every process's records (all processes must call it; one process: nothing)."""
+    import jax  # keeps this module importable without jax in data workers
+    if jax.process_count() == 1:
+      return
+    for records in _allgather_json([[i, f, c] for i, (f, c) in self.files.items()]):
+      for i, f, c in records:
+        self.files.setdefault(int(i), (f, c))
+
+  def summary(self, prefix: str = '') -> dict[str, Any]:
+    """The results entries: `{prefix}num_unreadable`, `{prefix}unreadable` ([{'file', 'cause'}]
+    in example order) and `metrics_over`, which says what the metrics count; a total above zero
+    is logged too."""
+    listing = [{'file': f, 'cause': c} for _, (f, c) in sorted(self.files.items())]
+    if listing:
+      logging.warning('%s: %d unreadable input(s) left out; %s', self.name, len(listing),
+                      DENOMINATOR_NOTE)
+    return {f'{prefix}num_unreadable': len(listing), f'{prefix}unreadable': listing,
+            'metrics_over': DENOMINATOR_NOTE}
+
+
+def _allgather_json(obj: Any) -> list[Any]:
+  """`obj` (JSON-serialisable) of every process, in process order."""
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.array([len(data)], np.int64))).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:len(data)] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded))
+  return [json.loads(bytes(row[:int(n)])) for row, n in zip(rows, sizes)]

@@ -75,6 +75,13 @@ def sample_pair_times(rng: np.random.Generator, start: float, duration: float, f
 REMOTE_WHOLE_FILE_BYTES = 8 << 20
 
 
+def ffmpeg_cause(e: BaseException) -> str:
+  """An FFmpeg error's reason without the file name FFmpeg appends (the report names the file
+  already, and a long path would push the reason out of the truncated cause)."""
+  reason = getattr(e, 'strerror', None)
+  return f'{reason} (code {e.errno})' if isinstance(e, av.error.FFmpegError) and reason else str(e)
+
+
 class _RemoteContainer:
   """A container read through a file object (object storage). For a long video FFmpeg asks for
   the byte ranges it needs (index, then the packets near each seek target) and the video is never
@@ -114,7 +121,7 @@ def open_video(path: str, threads: int = 1) -> av.container.InputContainer:
   except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
     if file is not None:
       file.close()
-    raise BadInput('unreadable', path, str(e)) from None
+    raise BadInput('unreadable', path, ffmpeg_cause(e)) from None
   if not container.streams.video:
     container.close()
     raise BadInput('unreadable', path, 'no video stream')
@@ -309,8 +316,8 @@ def decode_at_times(container: av.container.InputContainer, times: Sequence[floa
         decoder.drain()
   except (av.error.FFmpegError, ValueError) as e:
     if cursor.last is None:
-      raise BadInput('unreadable', path, str(e)) from None
-    raise BadInput('truncated', path, f'decode error: {e}') from None
+      raise BadInput('unreadable', path, ffmpeg_cause(e)) from None
+    raise BadInput('truncated', path, f'decode error: {ffmpeg_cause(e)}') from None
   if stats is not None:
     stats.update(decoder.counters, decoded=cursor.decoded)
   return _in_request_order(cursor, order, tb, path)
@@ -395,7 +402,7 @@ def load_pairs(path: str, rng: np.random.Generator, sampling: PairSampling, k: i
     try:
       info = probe(container, path)
     except av.error.FFmpegError as e:
-      raise BadInput('unreadable', path, str(e)) from None
+      raise BadInput('unreadable', path, ffmpeg_cause(e)) from None
     if info.duration * info.fps < 1.5:
       raise BadInput('too_short', path, f'{info.duration:.3f}s at {info.fps:.1f} fps')
     times = sample_pair_times(rng, info.start, info.duration, info.fps, sampling, k)

@@ -141,9 +141,13 @@ def eval_transform(img: np.ndarray, *, size: int, crop_pct: float = 0.875) -> np
 
 
 def smooth_one_hot(labels: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
+  """Smoothed one-hot targets; a label < 0 (a placeholder for an input that failed to load)
+  gets an all-zero row, which adds nothing to the soft-target loss."""
+  labels = np.asarray(labels)
   off = smoothing / num_classes
   out = np.full((len(labels), num_classes), off, np.float32)
-  out[np.arange(len(labels)), labels] = 1.0 - smoothing + off
+  out[np.arange(len(labels)), np.maximum(labels, 0)] = 1.0 - smoothing + off
+  out[labels < 0] = 0.0
   return out
 
 

@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from vicmae_jax import hardware
 from vicmae_jax.evaluation import init as init_lib
 from vicmae_jax.evaluation.config import EvalConfig, eval_config
 from vicmae_jax.models import video_classifier
@@ -32,6 +33,14 @@ def resolve_model_config(config: EvalConfig | ml_collections.ConfigDict) -> Mode
     src = init_lib.source_model_config(config.init.source, config.init.path)
     cfg = dataclasses.replace(cfg, **{k: getattr(src, k) for k in _ARCH_FIELDS}).resolve()
   return cfg
+
+
+def for_mesh(model_cfg: ModelConfig, mesh) -> ModelConfig:
+  """`model_cfg` with a concrete compute dtype for the platform of `mesh` ("auto": bfloat16 on TPU
+  and GPU, float32 on CPU; an explicit dtype is kept), and the log line saying which: the
+  fine-tuning trainer resolves it once, after the mesh exists and before building the model."""
+  logging.info("%s", hardware.dtype_line(model_cfg.dtype, mesh))
+  return model_cfg.for_platform(hardware.platform_of(mesh))
 
 
 def build_classifier(config: EvalConfig | ml_collections.ConfigDict, model_cfg: ModelConfig,

@@ -15,6 +15,7 @@ from typing import Any
 import ml_collections
 
 from vicmae_jax import config_lib, optim, paths, typed_config
+from vicmae_jax.data.config import InputConfig
 from vicmae_jax.evaluation.init import SOURCES as INIT_SOURCES
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.run_lib import CheckpointConfig
@@ -58,6 +59,11 @@ class DataConfig:
   allow_outside_root: bool = False  # index rows may name files outside `root` (or the CSV's folder)
   threads: int = 16              # read threads per process
   num_workers: int = 0           # Grain worker processes of the training input (0: in-process)
+  # Training split: bad inputs replaced and counted as in pretraining (same defaults, one place:
+  # data/config.py); evaluation splits leave them out and list them instead.
+  bad_input_max_fraction: float = InputConfig.bad_input_max_fraction
+  bad_input_min_examples: int = InputConfig.bad_input_min_examples
+  bad_input_max_retries: int = InputConfig.bad_input_max_retries
   train_size: int = 0            # toy kinds: examples per split
   val_size: int = 0
   toy: str = "color"             # toy: color | position | stripes
@@ -182,6 +188,8 @@ class EvalConfig:
   video: VideoConfig = VideoConfig()
   eval_every_steps: int = 0     # 0: at the end only
   log_every_steps: int = 50
+  # Non-finite updates in a row before the run stops (as pretraining's, same default).
+  max_consecutive_skipped: int = config_lib.PretrainConfig.max_consecutive_skipped
   mesh: MeshConfig = MeshConfig()
   checkpoint: CheckpointConfig = CheckpointConfig()
   linprobe: LinprobeConfig = LinprobeConfig()

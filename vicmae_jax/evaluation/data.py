@@ -13,6 +13,9 @@ with (seed, step, slot). It runs on Grain as pretraining does (read threads, `mp
 worker processes); the batches do not depend on the number of workers or threads, and the
 saved state is just the step, so a resume replays the uninterrupted run exactly, with any
 number of workers or threads.
+
+Unreadable inputs (data/badinput.py): the train input replaces, counts and caps them as
+pretraining does; the eval batches leave them out (mask 0) and record them for the results.
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ import grain
 import jax
 import numpy as np
 
-from vicmae_jax.data import index as index_lib, sources as sources_lib
+from vicmae_jax.data import badinput, index as index_lib, sources as sources_lib
 from vicmae_jax.data.pipeline import start_workers
 from vicmae_jax.evaluation import augment, metrics
+from vicmae_jax.evaluation.progress import PassProgress
 from vicmae_jax.sharding import local_rows, to_global
 
 
@@ -49,6 +53,12 @@ class ArraySource:
 
   def get(self, i: int) -> tuple[np.ndarray, int]:
     return self.images[i], int(self.labels[i])
+
+
+def describe(source: Any, i: int) -> str:
+  """The file behind example `i` of a source, for messages (`example i` for in-memory ones)."""
+  name = getattr(source, "describe", None)
+  return name(i) if name is not None else f"example {i}"
 
 
 def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
@@ -80,6 +90,8 @@ def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
 
 
 # --- the train input ------------------------------------------------------------------------------
+_BOOKKEEPING = ("_bad_kinds", "_bad_refs", "_bad_causes")  # load_with_retries' failure record
+
 @dataclasses.dataclass
 class _Slots:
   """Element e of this process's input -> (step, slot, source index): a random-access sequence
@@ -130,26 +142,45 @@ class _Slots:
 
 @dataclasses.dataclass
 class _Load:
-  """Grain map: (step, slot, index) -> {'image' [repeats, ...], 'label' [repeats], 'step'}."""
+  """Grain map: (step, slot, index) -> {'image' [repeats, ...], 'label' [repeats], 'step'} plus
+  the failure record of `badinput.load_with_retries` (a bad example is replaced by another
+  drawn from the slot's own generator, as in pretraining: the same replacement on resume)."""
 
   source: Any
   seed: int
   repeats: int
   transform: Callable | None
   sample_fn: Callable | None
+  max_retries: int = 5
+  example_shape: tuple[int, ...] | None = None   # one row's shape, for the placeholder
+
+  def _rows(self, idx: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    if self.sample_fn is not None:
+      rows = self.sample_fn(idx, rng)
+      if len(rows) != self.repeats:
+        raise ValueError(f"sample_fn gave {len(rows)} rows, expected repeats={self.repeats}")
+    else:
+      img, label = self.source.get(idx)
+      rows = [(self.transform(img, rng), label)]
+    return {"image": np.stack([x for x, _ in rows]).astype(np.float32),
+            "label": np.array([y for _, y in rows], np.int32)}
+
+  def _placeholder(self) -> dict[str, np.ndarray]:
+    """Every retry failed: zero images with label -1, whose soft target is all zeros, so the
+    rows add nothing to the loss (the monitor stops a run that gets here often)."""
+    if self.example_shape is None:
+      raise badinput.TooManyBadInputs(
+          f"{self.max_retries + 1} inputs in a row failed to load for one example")
+    return {"image": np.zeros((self.repeats,) + tuple(self.example_shape), np.float32),
+            "label": np.full(self.repeats, -1, np.int32)}
 
   def __call__(self, item: tuple[int, int, int]) -> dict[str, np.ndarray]:
     step, slot, idx = item
     rng = np.random.default_rng([self.seed, step, slot, 1])
-    if self.sample_fn is not None:
-      rows = self.sample_fn(int(idx), rng)
-      if len(rows) != self.repeats:
-        raise ValueError(f"sample_fn gave {len(rows)} rows, expected repeats={self.repeats}")
-    else:
-      img, label = self.source.get(int(idx))
-      rows = [(self.transform(img, rng), label)]
-    return {"image": np.stack([x for x, _ in rows]).astype(np.float32),
-            "label": np.array([y for _, y in rows], np.int32), "step": np.int64(step)}
+    out = badinput.load_with_retries(lambda i, r: self._rows(int(i), r), int(idx),
+                                     len(self.source), rng, self.max_retries, self._placeholder)
+    out["step"] = np.int64(step)
+    return out
 
 
 class TrainIterator:
@@ -161,13 +192,21 @@ class TrainIterator:
   `repeats` times); the rows of one example are adjacent in the batch. `threads` read threads
   and `workers` Grain worker processes (0: in this process) load the examples.
   Works with `checkpointing.Checkpointer` (get_state / set_state, JSON-serialisable).
+
+  Bad inputs follow pretraining's policy (data/badinput.py): an example that fails to load
+  (`BadInput`: missing, corrupt, truncated file) is replaced by another drawn from its slot's
+  generator, up to `max_retries` times (then a placeholder of `example_shape` that adds no loss);
+  failures are counted by kind, each file logged once with its cause, and above `max_fraction`
+  of the loads (checked after `min_examples`) the input stops with `TooManyBadInputs`. The
+  counters are saved with the step.
   """
 
   def __init__(self, source: LabelledSource, global_batch: int, seed: int, *,
                transform: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
                mix: Callable | None = None, sharding=None, threads: int = 1, workers: int = 0,
                sample_fn: Callable[[int, np.random.Generator], list[tuple[np.ndarray, int]]]
-               | None = None, repeats: int = 1):
+               | None = None, repeats: int = 1, example_shape: tuple[int, ...] | None = None,
+               max_retries: int = 5, max_fraction: float = 0.01, min_examples: int = 500):
     if (transform is None) == (sample_fn is None):
       raise ValueError("give exactly one of transform and sample_fn")
     if repeats < 1 or (global_batch // jax.process_count()) % repeats:
@@ -178,7 +217,10 @@ class TrainIterator:
     self.threads, self.workers = max(threads, 1), workers
     self.examples_per_batch = global_batch // repeats
     self.num_examples = len(source)
-    self._load = _Load(source, seed, repeats, transform, sample_fn)
+    self._load = _Load(source, seed, repeats, transform, sample_fn, max_retries, example_shape)
+    self._monitor = badinput.BadInputMonitor(
+        lambda _, i: describe(source, i), ["train"], max_fraction=max_fraction,
+        min_attempts=min_examples, setting="data.bad_input_max_fraction")
     self._inner = None
     self.step = 0
 
@@ -215,23 +257,39 @@ class TrainIterator:
     labels = batch["label"].reshape(-1)
     if self.workers > 0:  # out of the workers' shared memory (see data.pipeline: _copy_out)
       images, labels = np.array(images), np.array(labels)
+    self.step += 1  # as pretraining: the position is past a batch whose bad inputs stop the run
+    units = len(batch["_bad_kinds"])
+    self._monitor.update({key: np.array(batch[key]) for key in _BOOKKEEPING}
+                         | {"source": np.zeros(len(labels), np.int32),
+                            "_unit_source": np.zeros(units, np.int32)})
     if self.mix is not None:
       images, targets = self.mix(images, labels,
                                  np.random.default_rng([self.seed, step, jax.process_index(), 2]))
     else:
       targets = augment.smooth_one_hot(labels, self.source.num_classes, 0.0)
-    self.step += 1
     return to_global({"image": images, "target": targets, "label": labels}, self.sharding)
 
   # Grain's Orbax handler stores non-DatasetIterator states as JSON bytes.
   def get_state(self) -> bytes:
-    return json.dumps({"step": self.step, "seed": self.seed}).encode()
+    return json.dumps({"step": self.step, "seed": self.seed,
+                       "bad_input": self._monitor.get_state()}).encode()
 
   def set_state(self, state: bytes | dict[str, Any]) -> None:
     if isinstance(state, (bytes, str)):
       state = json.loads(state)
     self.close()
     self.step = int(state["step"])
+    if "bad_input" in state:  # absent from states saved before bad inputs were counted
+      self._monitor.set_state(state["bad_input"])
+
+  def metrics(self) -> dict[str, float]:
+    """Bad-input counters by kind (`data/bad_missing`, ...), bad fraction, examples loaded."""
+    return {k: v for k, v in self._monitor.metrics().items() if not k.startswith("data/mix_")}
+
+  @property
+  def bad_files(self) -> dict[str, str]:
+    """Every file that failed to load so far -> its cause."""
+    return dict(self._monitor.bad_files)
 
   def start_prefetch(self) -> None:
     """Called by Grain's checkpoint handler after a restore; the input opens on first use."""
@@ -243,37 +301,61 @@ class TrainIterator:
 
 
 def eval_iterator(source: LabelledSource, global_batch: int, *,
-                  transform: Callable[[np.ndarray], np.ndarray], sharding=None, threads: int = 1):
-  """ceil(N / B) batches {'image', 'label', 'mask', 'index'} covering every example once.
+                  transform: Callable[[np.ndarray], np.ndarray], sharding=None, threads: int = 1,
+                  skipped: badinput.SkippedInputs | None = None, name: str = "eval"):
+  """ceil(N / B) batches {'image', 'label', 'mask', 'index'} covering every readable example once.
 
   Each process decodes only its own rows of each global batch (`local_rows`); rows past the
-  end of the split are zeros with mask 0, as `metrics.pad_batch` makes them.
+  end of the split are zeros with mask 0, as `metrics.pad_batch` makes them, and so are the rows
+  whose input cannot be read (`BadInput`), which are recorded in `skipped` (this process's share:
+  `skipped.gather()` merges them). Progress lines are logged as `name`.
   """
+  skipped = skipped if skipped is not None else badinput.SkippedInputs(name)
+  progress = PassProgress(name, len(source))
   pool = concurrent.futures.ThreadPoolExecutor(threads) if threads > 1 else None
-
-  def load(idx: np.ndarray) -> dict[str, np.ndarray]:
-    def one(i):
-      img, label = source.get(int(i))
-      return transform(img), label
-    items = list(pool.map(one, idx)) if pool else [one(i) for i in idx]
-    return {"image": np.stack([x for x, _ in items]).astype(np.float32),
-            "label": np.array([y for _, y in items], np.int32),
-            "index": np.asarray(idx, np.int64)}
-
   rows, n = local_rows(global_batch), len(source)
-  template = None  # an empty batch of the right shapes, for a process with no real rows left
+  blank = None  # a zero row of the transform's output, for unreadable rows
+
+  def row(i: int) -> tuple[np.ndarray, int]:
+    img, label = source.get(i)
+    return np.asarray(transform(img), np.float32), label
+
+  def one(i: int) -> tuple[np.ndarray, int] | None:
+    try:
+      return row(int(i))
+    except badinput.BadInput as e:
+      skipped.add(int(i), e)
+      return None
+
+  def first_readable() -> np.ndarray:
+    for i in range(n):
+      try:
+        return row(i)[0]
+      except badinput.BadInput:
+        continue
+    raise badinput.TooManyBadInputs(f"{name}: none of the {n} examples can be read")
+
+  def load(idx: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    nonlocal blank
+    items = list(pool.map(one, idx)) if pool else [one(i) for i in idx]
+    if blank is None:
+      good = next((item[0] for item in items if item is not None), None)
+      blank = np.zeros_like(good if good is not None else first_readable())
+    # `blank` leads so that a process with no rows left still stacks to shape [0, ...].
+    image = np.stack([blank] + [item[0] if item is not None else blank for item in items])[1:]
+    label = np.array([item[1] if item is not None else 0 for item in items], np.int32)
+    readable = np.array([item is not None for item in items], bool)
+    return {"image": image, "label": label, "index": np.asarray(idx, np.int64)}, readable
+
   try:
     for start in range(0, n, global_batch):
       positions = np.arange(start, start + global_batch)[rows]
-      real = positions[positions < n]
-      if len(real):
-        local = load(real)
-        template = {k: v[:0] for k, v in local.items()}
-      else:
-        if template is None:
-          template = {k: v[:0] for k, v in load(np.zeros((1,), np.int64)).items()}
-        local = template
-      yield to_global(metrics.pad_batch(local, len(positions)), sharding)
+      local, readable = load(positions[positions < n])
+      batch = metrics.pad_batch(local, len(positions))
+      batch["mask"][:len(readable)] *= readable
+      progress.update(min(start + global_batch, n) - start)
+      yield to_global(batch, sharding)
+    progress.finish()
   finally:
     if pool:
       pool.shutdown()

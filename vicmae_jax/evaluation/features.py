@@ -1,7 +1,10 @@
-"""Frozen-encoder features for a labelled split: cls and mean-pooled, every example exactly once.
+"""Frozen-encoder features for a labelled split: cls and mean-pooled, every readable example
+exactly once.
 
-Output of `extract_features`: {'cls': [N, D], 'mean': [N, D], 'label': [N]} as numpy arrays, in
-source order. `save_features` writes them as .npy files and optionally as ArrayRecord.
+Output of `extract_features`: {'cls': [N, D], 'mean': [N, D], 'label': [N], 'index': [N]} as
+numpy arrays, in source order; `index` is each row's example, so that rows still map to examples
+when unreadable inputs were left out (listed in the caller's `SkippedInputs`). `save_features`
+writes them as .npy files and optionally as ArrayRecord.
 """
 from __future__ import annotations
 
@@ -17,6 +20,8 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from vicmae_jax import fs
+from vicmae_jax.data import badinput
 from vicmae_jax.evaluation import augment
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.models import pool
@@ -80,13 +85,16 @@ def _host(x: jax.Array) -> np.ndarray:
 
 def extract_features(encoder: ViTEncoder, source: data_lib.LabelledSource, *, batch_size: int,
                      image_size: int, crop_pct: float = 0.875, sharding=None,
-                     threads: int = 1) -> dict[str, np.ndarray]:
-  """Features of every example of `source` (resize + centre crop), checked to be exactly once."""
+                     threads: int = 1, skipped: badinput.SkippedInputs | None = None,
+                     name: str = "features") -> dict[str, np.ndarray]:
+  """Features of every readable example of `source` (resize + centre crop), checked to be
+  exactly once; unreadable ones are left out and recorded in `skipped` (every process's)."""
   fn, state = feature_fn(encoder)
+  skipped = skipped if skipped is not None else badinput.SkippedInputs(name)
   out: dict[str, list[np.ndarray]] = {"cls": [], "mean": [], "label": [], "index": []}
   transform = lambda img: augment.eval_transform(img, size=image_size, crop_pct=crop_pct)  # noqa
   for batch in data_lib.eval_iterator(source, batch_size, transform=transform, sharding=sharding,
-                                      threads=threads):
+                                      threads=threads, skipped=skipped, name=name):
     feats = fn(state, batch["image"])
     keep = _host(batch["mask"]) > 0
     for k in ("cls", "mean"):
@@ -94,10 +102,11 @@ def extract_features(encoder: ViTEncoder, source: data_lib.LabelledSource, *, ba
     out["label"].append(_host(batch["label"])[keep])
     out["index"].append(_host(batch["index"])[keep])
   result = {k: np.concatenate(v) for k, v in out.items()}
-  index = result.pop("index")
-  if not np.array_equal(index, np.arange(len(source))):
-    raise AssertionError(f"feature extraction covered {len(index)} examples, not each of the "
-                         f"{len(source)} exactly once")
+  skipped.gather()
+  readable = np.setdiff1d(np.arange(len(source)), skipped.indices())
+  if not np.array_equal(result["index"], readable):
+    raise AssertionError(f"feature extraction covered {len(result['index'])} examples, not each "
+                         f"of the {len(readable)} readable ones of {len(source)} exactly once")
   return result
 
 
@@ -112,25 +121,31 @@ def feature_batches(encoder: ViTEncoder, batches: Iterator[dict[str, Any]]
 
 def save_features(directory: str, split: str, feats: dict[str, np.ndarray],
                   array_record: bool = False) -> list[str]:
-  """Writes {split}_{cls,mean,label}.npy (and {split}_{readout}.array_record); returns paths.
+  """Writes {split}_{cls,mean,label,index}.npy (and {split}_{readout}.array_record); returns paths.
 
   ArrayRecord records are `int64 label` followed by the float32 feature vector (little-endian),
   one record per example, in source order.
   """
-  os.makedirs(directory, exist_ok=True)
+  fs.makedirs(directory)
   paths = []
   for key, value in feats.items():
-    path = os.path.join(directory, f"{split}_{key}.npy")
-    np.save(path, value)
+    path = fs.join(directory, f"{split}_{key}.npy")
+    with fs.open(path, "wb") as f:
+      np.save(f, value)
     paths.append(path)
   if array_record:
     from array_record.python.array_record_module import ArrayRecordWriter
     for key in ("cls", "mean"):
-      path = os.path.join(directory, f"{split}_{key}.array_record")
-      writer = ArrayRecordWriter(path, "group_size:1")
+      path = fs.join(directory, f"{split}_{key}.array_record")
+      # ArrayRecord writes local files only: staged, then copied when the workdir is remote.
+      local = fs.local_staging(".array_record") if fs.is_url(path) else path
+      writer = ArrayRecordWriter(local, "group_size:1")
       for label, vec in zip(feats["label"], feats[key]):
         writer.write(np.int64(label).tobytes() + vec.astype("<f4").tobytes())
       writer.close()
+      if local != path:
+        fs.copy_file(local, path)
+        os.remove(local)
       paths.append(path)
   logging.info("features of %s written: %s", split, paths)
   return paths

@@ -25,10 +25,12 @@ from vicmae_jax.models.config import ModelConfig
 
 @flax.struct.dataclass
 class FinetuneState:
-  step: jax.Array        # int32 scalar: optimizer updates done
+  step: jax.Array        # int32 scalar: optimizer updates done (skipped ones included)
   params: nnx.State      # classifier params (encoder + fc_norm + head)
   opt_state: Any
   rng: jax.Array         # raw key; per-step keys (drop path) are folded in from `step`
+  skipped: jax.Array               # int32: updates skipped for a non-finite loss or gradient
+  consecutive_skipped: jax.Array   # int32: length of the current run of skipped updates
 
 
 def soft_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
@@ -62,7 +64,12 @@ def make_optimizer(params: Any, schedule: optax.Schedule, *, depth: int, layer_d
 def train_step(state: FinetuneState, batch: dict[str, jax.Array], *, graphdef,
                tx: optax.GradientTransformation, schedule: optax.Schedule
                ) -> tuple[FinetuneState, dict[str, jax.Array]]:
-  """One AdamW update on soft targets (mixup / cutmix / smoothing applied on the host)."""
+  """One AdamW update on soft targets (mixup / cutmix / smoothing applied on the host).
+
+  As in pretraining (train_step.py), a non-finite loss or gradient leaves params and optimizer
+  state untouched and is counted (`skipped`, `consecutive_skipped`); the trainer stops a run
+  after `max_consecutive_skipped` of them in a row (run_lib.stop_if_diverged).
+  """
   key = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
@@ -71,12 +78,28 @@ def train_step(state: FinetuneState, batch: dict[str, jax.Array], *, graphdef,
     return soft_cross_entropy(logits, batch["target"]), logits
 
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+
+  def apply(_):
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), opt_state
+
+  def keep(_):
+    return state.params, state.opt_state
+
+  # A conditional, not a select per leaf: a skipped step does no optimizer work, and a good one
+  # updates the donated buffers in place (pretraining's choice, train_step.py).
+  params, opt_state = jax.lax.cond(finite, apply, keep, None)
+  bad = (~finite).astype(jnp.int32)
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                      skipped=state.skipped + bad,
+                      consecutive_skipped=jnp.where(finite, 0, state.consecutive_skipped + 1))
   acc = jnp.mean((jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32))
   return new, {"loss": loss, "train_top1_unmixed_labels": acc,
-               "learning_rate": schedule(state.step), "grad_norm": optax.tree.norm(grads)}
+               "learning_rate": schedule(state.step), "grad_norm": grad_norm,
+               "update_skipped": bad, "skipped_steps": new.skipped,
+               "consecutive_skipped": new.consecutive_skipped}
 
 
 def eval_step(params: nnx.State, batch: dict[str, jax.Array], *, graphdef) -> dict[str, jax.Array]:
@@ -118,7 +141,8 @@ def build_finetune_step(config: EvalConfig | ml_collections.ConfigDict, mesh, *,
   abstract one of `model_cfg` (default: the config's architecture); `total`/`warmup` default to
   the config's own (the schedule is a value in the program, not a shape)."""
   config = eval_config(config)
-  model_cfg = model_cfg or config.model
+  # An "auto" dtype resolved for the mesh's platform (the trainer passes it resolved already).
+  model_cfg = (model_cfg or config.model).for_platform(hardware.platform_of(mesh))
   video = config.is_video
   if model is None:
     new = classifiers.new_video_model if video else classifiers.build_classifier
@@ -135,8 +159,10 @@ def build_finetune_step(config: EvalConfig | ml_collections.ConfigDict, mesh, *,
                       weight_decay=config.optim.weight_decay, grad_clip=config.optim.grad_clip)
 
   def init_state(params):
-    return FinetuneState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                         rng=jax.random.PRNGKey(config.seed + 1))
+    zero = jnp.zeros((), jnp.int32)
+    return FinetuneState(step=zero, params=params, opt_state=tx.init(params),
+                         rng=jax.random.PRNGKey(config.seed + 1), skipped=zero,
+                         consecutive_skipped=zero)
 
   abstract = jax.eval_shape(init_state, params)
   shardings = sharding.tree_shardings(abstract, mesh, config.mesh.fsdp_min_mb)

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vicmae_jax.evaluation.progress import PassProgress
 from vicmae_jax.losses import l2_normalize
 
 
@@ -27,8 +28,11 @@ def knn_votes(train_feats: jax.Array, train_labels: jax.Array, test_feats: jax.A
 
 def knn_classify(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: np.ndarray,
                  test_labels: np.ndarray, *, num_classes: int, k: int = 20,
-                 temperature: float = 0.07, chunk: int = 1024) -> dict[str, float]:
-  """Top-1 / top-5 (%) of weighted kNN; the test set is processed in chunks of `chunk`."""
+                 temperature: float = 0.07, chunk: int = 1024, name: str = "knn"
+                 ) -> dict[str, float]:
+  """Top-1 / top-5 (%) of weighted kNN; the test set is processed in chunks of `chunk`
+  (progress lines as `name`)."""
+  progress = PassProgress(name, len(test_feats))
   k = min(k, len(train_feats))
   train_feats, train_labels = jnp.asarray(train_feats), jnp.asarray(train_labels)
   top1 = top5 = 0.0
@@ -40,6 +44,8 @@ def knn_classify(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: 
     order = np.argsort(-votes, axis=-1)
     top1 += float(np.sum(order[:, 0] == labels))
     top5 += float(np.sum(np.any(order[:, :min(5, num_classes)] == labels[:, None], axis=-1)))
+    progress.update(len(labels))
+  progress.finish()
   n = max(len(test_feats), 1)
   return {"knn_top1": 100.0 * top1 / n, "knn_top5": 100.0 * top5 / n,
           "knn_num_examples": float(len(test_feats))}

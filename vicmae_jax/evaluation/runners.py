@@ -3,7 +3,9 @@ in-loop `knn_eval` for pretraining.
 
 Each mode builds the encoder (architecture from the init source when it stores one), loads the
 weights, extracts cls and mean-pooled features of the train and val splits exactly once, and
-writes its metrics to the workdir (TensorBoard + metrics.jsonl + a JSON results file).
+writes its metrics to the workdir (TensorBoard + metrics.jsonl + a JSON results file). An
+unreadable image is left out of its split and listed with its cause in the results file
+(`train_unreadable`, `val_unreadable`); the metrics count the readable examples only.
 """
 from __future__ import annotations
 
@@ -19,8 +21,9 @@ import numpy as np
 from etils import epath
 from flax import nnx
 
-from vicmae_jax import logging_utils, run_lib, sharding
-from vicmae_jax.evaluation import augment
+from vicmae_jax import logging_utils, run_lib, sharding, versions
+from vicmae_jax.data import badinput
+from vicmae_jax.evaluation import augment, progress
 from vicmae_jax.evaluation import data as data_lib
 from vicmae_jax.evaluation import features as features_lib
 from vicmae_jax.evaluation import classifiers, init as init_lib, knn as knn_lib, linear_probe
@@ -40,6 +43,7 @@ def _readouts(spec: str) -> list[str]:
 def load_encoder(config: EvalConfig | ml_collections.ConfigDict
                  ) -> tuple[ViTEncoder, ModelConfig, init_lib.InitReport]:
   """The initialised encoder of `config.init` (a frozen classifier's encoder)."""
+  versions.log_and_compare()  # kNN, extraction and the cached probe open no run (run_lib does it)
   config = eval_config(config)
   model_cfg = classifiers.resolve_model_config(config)
   model = classifiers.build_classifier(config, model_cfg, 1)
@@ -49,13 +53,23 @@ def load_encoder(config: EvalConfig | ml_collections.ConfigDict
 
 
 def split_features(config: EvalConfig, encoder: ViTEncoder, image_size: int, split: str,
-                   source: data_lib.LabelledSource | None = None) -> dict[str, np.ndarray]:
+                   source: data_lib.LabelledSource | None = None,
+                   skipped: badinput.SkippedInputs | None = None) -> dict[str, np.ndarray]:
+  """Features of the readable examples of `split`; unreadable ones go to `skipped`."""
   mesh = sharding.make_mesh(config.mesh.data, config.mesh.fsdp)
   source = source or data_lib.build_source(config.data.spec(), split)
   return features_lib.extract_features(
       encoder, source, batch_size=config.eval_batch_size, image_size=image_size,
       crop_pct=config.aug.crop_pct, sharding=sharding.batch_sharding(mesh),
-      threads=config.data.threads)
+      threads=config.data.threads, skipped=skipped, name=f"features {split}")
+
+
+def _unreadable(skipped: dict[str, badinput.SkippedInputs]) -> dict[str, Any]:
+  """The results entries of every split's unreadable inputs (`train_num_unreadable`, ...)."""
+  out: dict[str, Any] = {}
+  for split, s in skipped.items():
+    out.update(s.summary(f"{split}_"))
+  return out
 
 
 def _write(workdir: str, name: str, results: dict[str, Any]) -> None:
@@ -72,13 +86,15 @@ def _write(workdir: str, name: str, results: dict[str, Any]) -> None:
 
 
 def _frozen_features(config: EvalConfig, workdir: str):
-  """(train features, val features, number of classes, init report) of the configured encoder."""
+  """(train features, val features, number of classes, init report, results entries of the
+  unreadable inputs) of the configured encoder."""
   epath.Path(workdir).mkdir(parents=True, exist_ok=True)
   encoder, cfg, report = load_encoder(config)
-  train = split_features(config, encoder, cfg.image_size, "train")
-  val = split_features(config, encoder, cfg.image_size, "val")
+  skipped = {s: badinput.SkippedInputs(f"features {s}") for s in ("train", "val")}
+  train = split_features(config, encoder, cfg.image_size, "train", skipped=skipped["train"])
+  val = split_features(config, encoder, cfg.image_size, "val", skipped=skipped["val"])
   num_classes = config.num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
-  return train, val, num_classes, report
+  return train, val, num_classes, report, _unreadable(skipped)
 
 
 def _probe_config(config: EvalConfig) -> linear_probe.ProbeConfig:
@@ -96,8 +112,8 @@ def linprobe(config: EvalConfig | ml_collections.ConfigDict, workdir: str,
   written, config = config, eval_config(config)
   if config.linprobe.augment:
     return _augmented_linprobe(config, written, workdir, stop_after_steps)
-  train, val, num_classes, report = _frozen_features(config, workdir)
-  results: dict[str, Any] = {"init": report.summary()}
+  train, val, num_classes, report, unreadable = _frozen_features(config, workdir)
+  results: dict[str, Any] = {"init": report.summary(), **unreadable}
   for r in _readouts(config.linprobe.readouts):
     m = linear_probe.probe((train[r], train["label"]), (val[r], val["label"]), num_classes,
                            _probe_config(config))
@@ -136,9 +152,14 @@ def _augmented_linprobe(config: EvalConfig, written: Any, workdir: str,
   heads.state = jax.device_put(heads.state, replicated)
   transform = functools.partial(augment.train_transform, size=cfg.image_size, rand_augment_n=0,
                                 reprob=0.0, scale=(lp.scale_min, 1.0))
+  # Bad inputs replaced and capped as in fine-tuning; no `example_shape`: the integer-label
+  # probe has no no-loss placeholder, so an example whose every retry fails stops the input.
+  d = config.data
   it = data_lib.TrainIterator(train_src, batch, config.seed, transform=transform,
-                              sharding=batch_sharding, threads=config.data.threads,
-                              workers=config.data.num_workers)
+                              sharding=batch_sharding, threads=d.threads,
+                              workers=d.num_workers, max_retries=d.bad_input_max_retries,
+                              max_fraction=d.bad_input_max_fraction,
+                              min_examples=d.bad_input_min_examples)
   run = run_lib.open_run(written, workdir)  # saves the config as written with each checkpoint
   state, step = run.restore_or_init(sharding.skeleton(heads.state, replicated),
                                     lambda: heads.state, it)
@@ -151,22 +172,32 @@ def _augmented_linprobe(config: EvalConfig, written: Any, workdir: str,
     losses = heads.update(*batch)
     return heads.state, losses
 
+  throughput = progress.make_throughput(total, batch, None, mesh)
+
   def log(step, state, losses):
     scalars = {f"linprobe_{r}_loss": float(v) for r, v in jax.device_get(losses).items()}
     scalars["learning_rate"] = float(heads.schedule(step - 1))
+    rates = progress.throughput_metrics(throughput, step)
+    scalars.update(rates)
+    scalars.update(logging_utils.aggregate_over_processes(it.metrics()))  # every process
     run.write(step, scalars, f"probe step {step}/{total} " + " ".join(
-        f"{k}={v:.4g}" for k, v in scalars.items()))
+        f"{k}={scalars[k]:.4g}" for k in scalars if k not in rates and not k.startswith("data/"))
+        + f" | {rates['examples_per_s']:.1f} examples/s data "
+        f"{100 * rates['data_wait_fraction']:.0f}% | ETA {60 * rates['eta_hours']:.1f} min")
 
   end = run_lib.train_loop(run, state, step, total, step_fn,
                            features_lib.feature_batches(encoder, it),
                            [run_lib.Every(config.log_every_steps, total, log)], it,
-                           stop_after_steps=stop_after_steps, name="probe")
+                           throughput=throughput, stop_after_steps=stop_after_steps,
+                           name="probe")
   heads.state = end.state
   run.close()
   it.close()
   results: dict[str, Any] = {"init": report.summary(), "step": end.step}
   if end.step == total:
-    val = split_features(config, encoder, cfg.image_size, "val")
+    skipped = badinput.SkippedInputs("features val")
+    val = split_features(config, encoder, cfg.image_size, "val", skipped=skipped)
+    results.update(_unreadable({"val": skipped}))
     for r in readouts:
       params, stats = jax.device_get(heads.head(r))
       m = linear_probe.evaluate_probe(params, stats, val[r], val["label"])
@@ -178,28 +209,34 @@ def _augmented_linprobe(config: EvalConfig, written: Any, workdir: str,
 def knn(config: EvalConfig | ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Weighted kNN (k, temperature from config.knn) on each readout."""
   config = eval_config(config)
-  train, val, num_classes, report = _frozen_features(config, workdir)
-  results: dict[str, Any] = {"init": report.summary()}
+  train, val, num_classes, report, unreadable = _frozen_features(config, workdir)
+  results: dict[str, Any] = {"init": report.summary(), **unreadable}
   for r in _readouts(config.knn.readouts):
     m = knn_lib.knn_classify(train[r], train["label"], val[r], val["label"],
                              num_classes=num_classes, k=config.knn.k,
-                             temperature=config.knn.temperature)
+                             temperature=config.knn.temperature, name=f"knn {r}")
     results.update({f"{r}_{k}": v for k, v in m.items()})
   _write(workdir, "knn", results)
   return results
 
 
 def extract(config: EvalConfig | ml_collections.ConfigDict, workdir: str) -> dict[str, list[str]]:
-  """Writes WORKDIR/features/{split}_{cls,mean,label}.npy (+ .array_record if configured)."""
+  """Writes WORKDIR/features/{split}_{cls,mean,label,index}.npy (+ .array_record if configured)
+  and extract_features_results.json (rows and unreadable inputs per split)."""
   config = eval_config(config)
   encoder, cfg, report = load_encoder(config)
   logging.info(report.summary())
   out = {}
+  results: dict[str, Any] = {"init": report.summary()}
   for split in [s.strip() for s in config.features.splits.split(",") if s.strip()]:
-    feats = split_features(config, encoder, cfg.image_size, split)
+    skipped = badinput.SkippedInputs(f"features {split}")
+    feats = split_features(config, encoder, cfg.image_size, split, skipped=skipped)
+    results.update({f"{split}_num_examples": len(feats["index"]),
+                    **_unreadable({split: skipped})})
     if jax.process_index() == 0:
       out[split] = features_lib.save_features(str(epath.Path(workdir) / "features"), split, feats,
                                               config.features.array_record)
+  _write(workdir, "extract_features", results)
   return out
 
 
@@ -224,17 +261,18 @@ def knn_eval(encoder_params: Any, model_cfg: ModelConfig, train_split: data_lib.
   nnx.replace_by_pure_dict(state, pure)
   encoder = nnx.merge(graphdef, state)
   batch_sharding = sharding.batch_sharding(mesh) if mesh is not None else None
+  # Unreadable images are left out of the bank and the votes (logged with their causes).
   train = features_lib.extract_features(encoder, train_split, batch_size=batch_size,
                                         image_size=model_cfg.image_size, crop_pct=crop_pct,
-                                        sharding=batch_sharding)
+                                        sharding=batch_sharding, name="in-loop knn train")
   val = features_lib.extract_features(encoder, val_split, batch_size=batch_size,
                                       image_size=model_cfg.image_size, crop_pct=crop_pct,
-                                      sharding=batch_sharding)
+                                      sharding=batch_sharding, name="in-loop knn val")
   n_cls = num_classes or int(max(train["label"].max(), val["label"].max()) + 1)
   out = {}
   for r in readouts:
     m = knn_lib.knn_classify(train[r], train["label"], val[r], val["label"], num_classes=n_cls,
-                             k=k, temperature=temperature)
+                             k=k, temperature=temperature, name=f"in-loop knn {r}")
     out.update({f"knn_{r}_top1": m["knn_top1"], f"knn_{r}_top5": m["knn_top5"]})
   return out
 

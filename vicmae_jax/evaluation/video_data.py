@@ -10,7 +10,9 @@ clip (16 frames x stride 4, about 2 s of a 10 s Kinetics video; or the 16 SSv2 s
 testing reads the union of a video's temporal views in one pass and cuts the spatial x temporal
 views from it. A video whose metadata is missing, or whose stream ends before its header says,
 is decoded whole (`load_all_frames_naive`) and the indices are drawn from the real frame count;
-these fallbacks are counted in `VideoFileSource.counts` and logged.
+these fallbacks are counted in `VideoFileSource.counts` and logged. A video that cannot give
+its frames (missing, empty, unreadable container, corrupt payload even in a whole decode) raises
+`BadInput`: replaced in training (evaluation/data.py), left out and listed at test.
 
 Training (MAE-ST): each visited video gives `repeat_aug` clips (decoded once, augmented
 `repeat_aug` times, as MAE-ST's fine-tuning loader: one temporal window, independent spatial
@@ -30,8 +32,9 @@ import numpy as np
 
 from vicmae_jax.data import index as index_lib
 from vicmae_jax.data import video as video_io
-from vicmae_jax.data.badinput import BadInput
+from vicmae_jax.data.badinput import BadInput, SkippedInputs
 from vicmae_jax.evaluation import metrics, video_augment, video_sampling
+from vicmae_jax.evaluation.progress import PassProgress
 from vicmae_jax.sharding import local_rows, to_global
 
 Select = Callable[[int], np.ndarray]
@@ -76,14 +79,19 @@ class VideoFileSource:
       return self.short_side or None
     return int(math.ceil(self.short_side * max(cc.width, cc.height) / min(cc.width, cc.height)))
 
+  def describe(self, i: int) -> str:
+    return self.index.paths[i]
+
   def read(self, i: int, select: Select) -> tuple[np.ndarray, int]:
     """uint8 frames [*select(n).shape, H, W, 3] of video `i` and its label.
 
     `select(n)` maps the video's frame count to frame indices (any shape, repeats allowed). It is
     called once, or a second time with the true count after a fallback to a whole decode.
+    Raises `BadInput` (missing, empty, unreadable, truncated) for a video that cannot give them.
     """
     path, label = self.index.paths[i], int(self.index.labels[i])
     container = video_io.open_video(path, self.threads)
+    cause = None  # the seek path's failure, reported if the whole decode fails too
     try:
       max_side = self._max_side(container)
       try:
@@ -94,16 +102,18 @@ class VideoFileSource:
         why = "no_metadata"
       if not why:
         idx = np.asarray(select(n), np.int64)
-        start = max(info.start, video_io.first_pts(container, info.start))
-        times = start + (idx.reshape(-1) + 0.5) / info.fps  # slot j shows frame j (CFR)
         stats: dict[str, int] = {}
         try:
+          start = max(info.start, video_io.first_pts(container, info.start))
+          times = start + (idx.reshape(-1) + 0.5) / info.fps  # slot j shows frame j (CFR)
           rgb, _ = video_io.frames_at_times(container, times, max_side=max_side, path=path,
                                             stats=stats)
+        except av.error.FFmpegError as e:  # the demuxer gave up (first_pts)
+          raise BadInput("unreadable", path, video_io.ffmpeg_cause(e)) from None
         except BadInput as e:
           if e.kind != "truncated":
             raise
-          why = "stream_shorter_than_header"
+          why, cause = "stream_shorter_than_header", e
         else:
           self._count("seek")
           self._count("frames_decoded", stats.get("decoded", 0))
@@ -111,13 +121,18 @@ class VideoFileSource:
           return frames.reshape(idx.shape + frames.shape[1:]), label
     finally:
       container.close()
-    return self._read_whole(path, label, max_side, select, why)
+    return self._read_whole(path, label, max_side, select, why, cause)
 
   def _read_whole(self, path: str, label: int, max_side: int | None, select: Select,
-                  why: str) -> tuple[np.ndarray, int]:
-    frames = video_io.load_all_frames_naive(path, max_side)
+                  why: str, cause: BadInput | None = None) -> tuple[np.ndarray, int]:
+    try:
+      frames = video_io.load_all_frames_naive(path, max_side)
+    except av.error.FFmpegError as e:
+      # Corrupt payload (e.g. h264 "Error splitting the input into NAL units"): the seek path
+      # already named it a decode error; without one, the file is unreadable.
+      raise cause or BadInput("unreadable", path, f"whole decode: {e}") from None
     if not frames:
-      raise ValueError(f"{path}: no frames decoded")
+      raise cause or BadInput("unreadable", path, "no frames decoded")
     count = self._count(f"full_decode_{why}")
     if count <= 10 or count % 1000 == 0:  # a bad dataset should not flood the log
       logging.warning("%s: decoding the whole video (%s); %d such videos so far", path, why,
@@ -135,6 +150,9 @@ class ArrayVideoSource:
 
   def __len__(self) -> int:
     return len(self.labels)
+
+  def describe(self, i: int) -> str:
+    return f"video {i}"
 
   def read(self, i: int, select: Select) -> tuple[np.ndarray, int]:
     frames = self.videos[i]
@@ -194,10 +212,15 @@ def load_train_clips(index: int, rng: np.random.Generator, *, source, repeats: i
 
 
 def view_batches(source, global_batch: int, *, sharding=None, size: int, num_frames: int = 16,
-                 stride: int = 4, sampling: str = "clip", spatial: int = 3, temporal: int = 7
+                 stride: int = 4, sampling: str = "clip", spatial: int = 3, temporal: int = 7,
+                 skipped: SkippedInputs | None = None, name: str = "video test"
                  ) -> Iterator[dict[str, Any]]:
-  """Batches {'image' (clips), 'label', 'mask', 'video'} over every view of every video once;
-  each video is decoded once (the union of its temporal views)."""
+  """Batches {'image' (clips), 'label', 'mask', 'video'} over every view of every readable
+  video once; each video is decoded once (the union of its temporal views). An unreadable video
+  gives no views and is recorded in `skipped` (every process reads every video, so each holds
+  the whole list). Progress lines (videos done, rate, ETA) are logged as `name`."""
+  skipped = skipped if skipped is not None else SkippedInputs(name)
+  progress = PassProgress(name, len(source), unit="videos")
   rows = local_rows(global_batch)
   buf: dict[str, list] = {"image": [], "label": [], "video": []}
   select = functools.partial(video_sampling.view_indices, num_frames=num_frames, stride=stride,
@@ -211,7 +234,14 @@ def view_batches(source, global_batch: int, *, sharding=None, size: int, num_fra
     return to_global({k: v[rows] for k, v in batch.items()}, sharding)
 
   for i in range(len(source)):
-    clips, label = source.read(i, select)
+    try:
+      clips, label = source.read(i, select)
+    except BadInput as e:
+      skipped.add(i, e)
+      clips = None
+    progress.update(1)
+    if clips is None:
+      continue
     for clip in video_augment.eval_views(clips, size=size, spatial=spatial):
       buf["image"].append(clip)
       buf["label"].append(np.int32(label))
@@ -220,3 +250,4 @@ def view_batches(source, global_batch: int, *, sharding=None, size: int, num_fra
       yield emit(global_batch)
   if buf["image"]:
     yield emit(len(buf["image"]))
+  progress.finish(f"{len(skipped)} unreadable, left out" if len(skipped) else "")

@@ -21,8 +21,9 @@ HEAD_INIT_STD = 2e-5
 
 
 def classifier_model_config(cfg: ModelConfig) -> ModelConfig:
-  """The encoder config for fine-tuning: trainable position table, no masking involved."""
-  return dataclasses.replace(cfg, learned_pos_embed=True).resolve()
+  """The encoder config for fine-tuning: trainable position table, no masking involved, an
+  "auto" dtype resolved for the platform being built for (`ModelConfig.for_platform`)."""
+  return dataclasses.replace(cfg, learned_pos_embed=True).resolve().for_platform()
 
 
 class Classifier(nnx.Module):

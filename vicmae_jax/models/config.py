@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
+from vicmae_jax import hardware
+
 ContrastiveMode = Literal["ema_target", "shared_projector"]
 REMAT_POLICIES = ("full", "dots")
 Pooling = Literal["mean", "cls", "max"]
@@ -86,8 +88,12 @@ class ModelConfig:
   bn_group_size: int | None = None
   # docs/decisions.md, D2: the target encoder sees the online branch's visible tokens unless this is True.
   target_sees_full_view: bool = False
-  # Numerics and memory.
-  dtype: str = "float32"  # compute dtype of activations; params are always float32
+  # Numerics and memory. `dtype` is the compute dtype of activations and GEMMs; params are always
+  # float32, and losses, softmax, norm statistics, BatchNorm and the EMA stay float32 whatever it
+  # is. "auto": bfloat16 on TPU and GPU, float32 on CPU, resolved once from the platform of the
+  # mesh the model is built for (`for_platform`, hardware.resolve_dtype); an explicit float32,
+  # bfloat16 or float16 is used on every platform.
+  dtype: str = "auto"
   remat: bool = False
   # What a rematerialised block keeps for the backward pass: "full" keeps only its input and
   # recomputes everything; "dots" also keeps the outputs of its weight matmuls (qkv, projection,
@@ -139,13 +145,23 @@ class ModelConfig:
     if self.contrastive_mode not in ("ema_target", "shared_projector"):
       raise ValueError(f"contrastive_mode must be ema_target or shared_projector, "
                        f"got {self.contrastive_mode!r}.")
-    if self.dtype not in ("float32", "bfloat16", "float16"):
-      raise ValueError(f"dtype must be float32, bfloat16 or float16, got {self.dtype!r}.")
+    if self.dtype != "auto" and self.dtype not in hardware.DTYPES:
+      raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}.")
     if self.remat_policy not in REMAT_POLICIES:
       raise ValueError(f"remat_policy must be one of {sorted(REMAT_POLICIES)}, "
                        f"got {self.remat_policy!r}.")
     if self.len_keep < 1:
       raise ValueError(f"mask_ratio {self.mask_ratio} leaves no visible patch.")
+
+  def for_platform(self, platform: str | None = None) -> "ModelConfig":
+    """A copy with a concrete `dtype`: "auto" resolved for `platform` (default: the platform of
+    the program being built, `hardware.target_platform`); an explicit dtype is kept. The
+    trainers call it once with their mesh's platform; the models call it when built, so a
+    config that reaches them unresolved (a model built directly) gets its platform's dtype."""
+    if self.dtype != "auto":
+      return self
+    platform = platform or hardware.target_platform()
+    return dataclasses.replace(self, dtype=hardware.resolve_dtype(self.dtype, platform))
 
   @property
   def grid(self) -> int:

@@ -26,11 +26,11 @@ from vicmae_jax import hardware
 
 def cpu_layout_vjps() -> bool:
   """Whether the hand-laid-out backward passes (here and in `attention`) are used: only in a
-  program built for CPU (`hardware.target_platform`, set from the step's mesh).
+  program built for CPU (`hardware.cpu_layout_vjps`, from the platform set by the step's mesh).
 
   GPU and TPU compilers fold transposes into their GEMM calls, so autodiff is already right there.
   """
-  return hardware.is_cpu()
+  return hardware.cpu_layout_vjps()
 
 
 def _low_precision(a: jax.Array) -> bool:

@@ -80,10 +80,11 @@ def _grouped(x: jax.Array, group_size: int | None) -> jax.Array:
 
 
 class ViCMAE(nnx.Module):
-  """The pretraining model. `cfg` must be resolved (see `config.model_config`)."""
+  """The pretraining model. `cfg` must be resolved (see `config.model_config`); an "auto" dtype
+  is resolved for the platform being built for (`ModelConfig.for_platform`)."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
+    self.cfg = cfg = cfg.for_platform()
     self.encoder = ViTEncoder(cfg, rngs=rngs)
     self.decoder = MAEDecoder(cfg, rngs=rngs)
     dtype = jnp.dtype(cfg.dtype)

@@ -65,6 +65,7 @@ class VideoClassifier(nnx.Module):
       raise ValueError(f"num_frames {num_frames} is not a multiple of the tubelet size {tubelet}")
     if not 0.0 <= head_dropout < 1.0:
       raise ValueError(f"head_dropout must be in [0, 1), got {head_dropout}")
+    cfg = cfg.for_platform()  # "auto" dtype: the platform being built for
     self.cfg, self.tubelet, self.num_frames = cfg, tubelet, num_frames
     self.drop_path_rate, self.head_dropout = drop_path_rate, head_dropout
     dtype = jnp.dtype(cfg.dtype)

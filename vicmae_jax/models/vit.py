@@ -58,7 +58,7 @@ class ViTEncoder(nnx.Module):
   """Patch embedding, fixed sin-cos positions, cls token, pre-norm blocks, final LayerNorm."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
+    self.cfg = cfg = cfg.for_platform()  # "auto" dtype: the platform being built for
     dtype = jnp.dtype(cfg.dtype)
     self.patch_embed = PatchEmbed(cfg.patch, cfg.width, dtype=dtype, rngs=rngs)
     self.cls_token = nnx.Param(0.02 * jax.random.normal(rngs.params(), (1, 1, cfg.width)))
@@ -101,7 +101,7 @@ class MAEDecoder(nnx.Module):
   """Embeds encoder tokens, fills masked positions with a mask token, un-shuffles, predicts pixels."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.cfg = cfg
+    self.cfg = cfg = cfg.for_platform()  # "auto" dtype: the platform being built for
     dtype = jnp.dtype(cfg.dtype)
     dim = cfg.decoder_width
     self.embed = layers.dense(cfg.width, dim, dtype=dtype, rngs=rngs)
