@@ -53,12 +53,12 @@ class ProfileConfig:
   num_steps: int = 0
 
 
-@dataclasses.dataclass
 # Model settings that change how the step computes, never the saved state: not a reason for a
 # checkpoint not to restore, so never named as one.
 _COMPUTE_ONLY = frozenset({"dtype", "remat", "remat_policy", "attention_impl", "mask_ratio"})
 
 
+@dataclasses.dataclass
 class Run:
   """One training run's workdir, writers and checkpointer (every process holds one)."""
 
