@@ -132,3 +132,23 @@ def test_missing_remote_data_fails_before_compiling_with_the_docs_pointer(bucket
   c.input.sources[0]["path"] = f"{url}/videos/abseiling/yt0_000001_000011.mp4,{root}/gone.array_record"
   with pytest.raises(config_lib.ConfigError, match="gone.array_record' does not exist"):
     config_lib.validate(c, device_count=8)
+
+
+def test_evaluation_splits_from_a_bucket(bucket):
+  """Fine-tuning / probe splits name bucket folders as pretraining sources do."""
+  from vicmae_jax.evaluation import data as eval_data, video_data
+  local, url = bucket
+  spec = dict(kind="image_folder", train=f"{url}/images", val=f"{url}/images")
+  img, label = eval_data.build_source(spec, "val").get(0)
+  assert img.shape == (40, 30, 3) and label == 0
+  spec = dict(kind="video_folder", train=f"{url}/videos", val=f"{url}/videos")
+  src = video_data.build_video_source(spec, "val")
+  mine = video_data.build_video_source(dict(kind="video_folder", train=f"{local}/videos",
+                                            val=f"{local}/videos"), "val")
+  first = lambda n: np.arange(4) * (n // 4)  # noqa: E731
+  frames, label = src.read(0, first)
+  want, want_label = mine.read(0, first)
+  np.testing.assert_array_equal(frames, want)
+  assert label == want_label and frames.shape[0] == 4
+  with pytest.raises(BadInput):
+    src.read(src.index.paths.index(f"{url}/videos/bowling/broken_000001_000011.mp4"), first)
