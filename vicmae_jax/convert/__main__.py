@@ -3,18 +3,22 @@
   python -m vicmae_jax.convert to-jax --src vicmae_pretrain_vit_large.pth --variant L/16 --out DIR
   python -m vicmae_jax.convert to-torch --src DIR --out encoder.safetensors [--layout timm|hf]
   python -m vicmae_jax.convert inspect --src FILE
+
+Flags are snake_case, as everywhere in the package (`--image_size`); the kebab-case spellings
+of earlier releases (`--image-size`) still work.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from flax import nnx
 
 from vicmae_jax import params_io, paths
 from vicmae_jax.convert import (LAYOUTS, detect_layout, export_state_dict, load_pytorch_weights,
-                                load_state_dict, save_safetensors)
+                                read_state_dict, save_safetensors)
 from vicmae_jax.models import ViCMAE, model_config
 
 
@@ -32,6 +36,8 @@ def _to_jax(args) -> None:
     print(f"note: {note}")
   if report.extras:
     print(f"not imported (classifier / fc_norm): {sorted(report.extras)}")
+  if report.skipped:
+    print(f"skipped (not weights): {', '.join(report.skipped)}")
 
 
 def _to_torch(args) -> None:
@@ -43,41 +49,63 @@ def _to_torch(args) -> None:
 
 
 def _inspect(args) -> None:
-  state = load_state_dict(args.src)
+  state, skipped = read_state_dict(args.src)
   print(f"{len(state)} tensors, layout {detect_layout(state)}, "
         f"{sum(v.size for v in state.values()) / 1e6:.2f}M values")
+  if skipped:
+    print(f"skipped (not weights): {', '.join(skipped)}")
   for key in sorted(state):
     print(f"  {key} {tuple(state[key].shape)} {state[key].dtype}")
 
 
-def main(argv=None) -> int:
+def _flag(parser: argparse.ArgumentParser, name: str, **kwargs) -> None:
+  """`--name` in snake_case, plus its kebab-case spelling as a hidden alias (older commands)."""
+  parser.add_argument(f"--{name}", **kwargs)
+  if "_" in name:
+    same = {k: v for k, v in kwargs.items() if k in ("type", "action", "choices")}
+    # SUPPRESS as default: an unused alias must not overwrite the value or default of `--name`.
+    parser.add_argument("--" + name.replace("_", "-"), dest=name, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS, **same)
+
+
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog="python -m vicmae_jax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("to-jax", help="PyTorch .pth/.safetensors -> vicmae_jax params directory")
-  p.add_argument("--src", required=True, type=paths.resolve)
-  p.add_argument("--out", required=True, type=paths.resolve)
-  p.add_argument("--variant", required=True)
-  p.add_argument("--image-size", type=int, default=224)
-  p.add_argument("--contrastive-mode", default="shared_projector",
-                 choices=("shared_projector", "ema_target"))
-  p.add_argument("--learned-pos-embed", action="store_true",
-                 help="keep the checkpoint's position table (fine-tuned models)")
-  p.add_argument("--parts", default=None, help="comma list of encoder,decoder,projector")
-  p.add_argument("--seed", type=int, default=0, help="init of parts the checkpoint lacks")
+  _flag(p, "src", required=True, type=paths.resolve)
+  _flag(p, "out", required=True, type=paths.resolve)
+  _flag(p, "variant", required=True)
+  _flag(p, "image_size", type=int, default=224)
+  _flag(p, "contrastive_mode", default="shared_projector",
+        choices=("shared_projector", "ema_target"))
+  _flag(p, "learned_pos_embed", action="store_true",
+        help="keep the checkpoint's position table (fine-tuned models)")
+  _flag(p, "parts", default=None, help="comma list of encoder,decoder,projector")
+  _flag(p, "seed", type=int, default=0, help="init of parts the checkpoint lacks")
   p.set_defaults(fn=_to_jax)
   p = sub.add_parser("to-torch", help="vicmae_jax params directory -> PyTorch safetensors")
-  p.add_argument("--src", required=True, type=paths.resolve)
-  p.add_argument("--out", required=True, type=paths.resolve)
-  p.add_argument("--layout", default="timm", choices=LAYOUTS)
-  p.add_argument("--parts", default=None, help="comma list; default: encoder")
+  _flag(p, "src", required=True, type=paths.resolve)
+  _flag(p, "out", required=True, type=paths.resolve)
+  _flag(p, "layout", default="timm", choices=LAYOUTS)
+  _flag(p, "parts", default=None, help="comma list; default: encoder")
   p.set_defaults(fn=_to_torch)
   p = sub.add_parser("inspect", help="list the tensors of a PyTorch checkpoint")
-  p.add_argument("--src", required=True, type=paths.resolve)
+  _flag(p, "src", required=True, type=paths.resolve)
   p.set_defaults(fn=_inspect)
-  args = parser.parse_args(argv)
+  return parser
+
+
+def main(argv=None) -> int:
+  args = _parser().parse_args(argv)
   logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  args.fn(args)
+  try:
+    args.fn(args)
+    sys.stdout.flush()
+  except BrokenPipeError:
+    # The reader went away (`... inspect | head`): stop quietly, as command line tools do. Point
+    # stdout at /dev/null so the interpreter's last flush does not raise the error again.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
   return 0
 
 

@@ -6,6 +6,7 @@ Layouts:
   * `hf`: Hugging Face transformers >= 5 ViTMAE (`vit.layers.{i}.attention.q_proj`, ...).
   * `hf_legacy`: Hugging Face transformers 4 ViTMAE, as stored on the Hub
     (`vit.encoder.layer.{i}.attention.attention.query`, ...).
+  * `mae_st`, `videomae` (import only): video ViTs, rewritten into `timm` by `convert/video.py`.
 
 An `Entry` ties one leaf of our pure-dict params to one or more torch keys and a transform; both
 directions (import and export) read the same entries, so a round trip is exact by construction.
@@ -19,7 +20,8 @@ import numpy as np
 
 from vicmae_jax.models.config import ModelConfig
 
-LAYOUTS = ("timm", "hf", "hf_legacy")
+LAYOUTS = ("timm", "hf", "hf_legacy")  # what we import and export
+IMPORT_LAYOUTS = LAYOUTS + ("mae_st", "videomae")
 Path = tuple  # path of keys in the pure-dict params, e.g. ("encoder", "blocks", 0, "attn", "qkv", "kernel")
 
 
@@ -169,11 +171,17 @@ def to_torch(leaf: np.ndarray, kind: str, cfg: ModelConfig) -> list[np.ndarray]:
   raise ValueError(kind)
 
 
-def detect_layout(keys) -> str:
-  """Guesses the layout of a state dict from its key names."""
-  keys = list(keys)
+def detect_layout(state) -> str:
+  """Guesses the layout of a state dict (or of its keys) from the key names."""
+  keys = list(state)
   if any(".attention.q_proj." in k for k in keys):
     return "hf"
   if any(".attention.attention.query." in k for k in keys):
     return "hf_legacy"
+  if any(k.startswith("encoder.blocks.") or k.endswith(".attn.q_bias") for k in keys):
+    return "videomae"
+  if any(k.endswith(".attn.q.weight") or k == "pos_embed_spatial" for k in keys):
+    return "mae_st"
+  if hasattr(state, "get") and np.ndim(state.get("patch_embed.proj.weight")) == 5:
+    return "videomae"  # a tubelet kernel with a fused qkv: VideoMAE without qkv biases
   return "timm"

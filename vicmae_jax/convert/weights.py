@@ -2,8 +2,9 @@
 
 Supported inputs: released ViC-MAE pretraining state dicts (encoder, decoder, projector with
 BatchNorm statistics), MAE `mae_pretrain_vit_*` (encoder; `_full` adds the decoder), fine-tuned
-`models_vit` checkpoints (encoder; the classifier comes back in `ImportReport.extras`), and Hugging
-Face ViTMAE (transformers 4 or 5 key names).
+`models_vit` and timm ViTs (encoder; the classifier comes back in `ImportReport.extras`), Hugging
+Face ViTMAE (transformers 4 or 5 key names), and the encoders of MAE-ST and VideoMAE (rewritten by
+`convert/video.py`, with notes on what a video model cannot hand an image model).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from vicmae_jax.convert import layouts
+from vicmae_jax.convert import layouts, video
 from vicmae_jax.models.config import ModelConfig
 from vicmae_jax.models.posembed import resize_pos_embed, sincos_2d
 
@@ -29,10 +30,12 @@ class CheckpointMismatchError(ValueError):
 
 @dataclasses.dataclass
 class ImportReport:
-  layout: str
+  layout: str                   # the checkpoint's layout (`layouts.IMPORT_LAYOUTS`)
   parts: tuple[str, ...]
-  extras: dict[str, np.ndarray]
+  extras: dict[str, np.ndarray]  # classifier keys (head, fc_norm), not imported
   notes: list[str]
+  # Checkpoint entries that are not weights (optimizer, scaler, args, epoch, EMA copies).
+  skipped: list[str] = dataclasses.field(default_factory=list)
 
 
 def _get(tree: dict, path: tuple) -> Any:
@@ -59,7 +62,7 @@ def detect_parts(state: dict[str, np.ndarray], layout: str) -> tuple[str, ...]:
   """Which of encoder / decoder / projector a state dict contains."""
   names = layouts._NAMES[layout]
   parts = []
-  if names["cls"] in state:
+  if names["cls"] in state or names["patch"] + ".weight" in state:
     parts.append("encoder")
   if names["dec_embed"] + ".weight" in state:
     parts.append("decoder")
@@ -90,23 +93,39 @@ def import_state_dict(state: dict[str, np.ndarray], params: dict, cfg: ModelConf
       least the requested parts; BatchNorm statistics live beside the params in it.
     cfg: the resolved model config the params belong to.
     parts: what to import; default: every part the state dict has.
-    layout: torch key layout; default: detected from the key names.
+    layout: torch key layout (`layouts.IMPORT_LAYOUTS`); default: detected from the key names.
 
   Raises:
     CheckpointMismatchError listing every missing, unexpected and mis-shaped key.
   """
-  layout = layout or layouts.detect_layout(state)
+  source_layout = layout = layout or layouts.detect_layout(state)
+  if layout not in layouts.IMPORT_LAYOUTS:
+    raise ValueError(f"Unknown layout {layout!r}; choose one of {layouts.IMPORT_LAYOUTS}.")
+  notes, optional = [], set()
+  if layout in video.VIDEO_LAYOUTS:
+    if parts and set(parts) != {"encoder"}:
+      raise CheckpointMismatchError(
+          f"Only the encoder of a {layout} checkpoint fits this model (its decoder predicts "
+          f"tubelets); import parts=('encoder',), not {parts}.")
+    rewritten = video.to_timm(state, layout)
+    state, layout = rewritten.state, "timm"
+    notes, optional = list(rewritten.notes), set(rewritten.optional)
+  if layout == "timm" and "fc_norm.weight" in state and "norm.weight" not in state:
+    # Mean-pooled fine-tuned models (MAE global_pool, VideoMAE, timm avg) drop the final norm.
+    optional |= {"norm.weight", "norm.bias"}
+    notes.append("norm: absent (a mean-pooled classifier normalises with fc_norm, handed back in "
+                 "extras); the model's final LayerNorm keeps its initial values.")
   parts = parts or detect_parts(state, layout)
   if not parts:
     raise CheckpointMismatchError(
         f"No ViT encoder, decoder or projector keys found ({len(state)} keys, layout {layout}); "
         f"first keys: {sorted(state)[:8]}")
-  missing, mismatched, notes = [], [], []
+  missing, mismatched = [], []
   consumed = set()
   for entry in layouts.entries(cfg, layout, parts):
     absent = [k for k in entry.torch if k not in state]
     if absent:
-      missing += absent
+      missing += [k for k in absent if k not in optional]
       continue
     consumed.update(entry.torch)
     value = layouts.to_ours([state[k] for k in entry.torch], entry.kind, cfg)
@@ -142,7 +161,8 @@ def import_state_dict(state: dict[str, np.ndarray], params: dict, cfg: ModelConf
       and k not in (enc_pos, dec_pos)
       and not k.endswith(_ALWAYS_IGNORED) and not _belongs_to_other_part(k, layout, parts))
   if missing or unexpected or mismatched:
-    lines = [f"Checkpoint does not fit the {cfg.variant} model (layout {layout}, parts {parts}):"]
+    lines = [f"Checkpoint does not fit the {cfg.variant} model (layout {source_layout}, parts "
+             f"{parts}):"]
     for title, items in (("missing", missing), ("unexpected", unexpected),
                          ("mis-shaped", mismatched)):
       if items:
@@ -151,7 +171,7 @@ def import_state_dict(state: dict[str, np.ndarray], params: dict, cfg: ModelConf
     raise CheckpointMismatchError("\n".join(lines))
   for note in notes:
     logging.warning(note)
-  return ImportReport(layout=layout, parts=parts, extras=extras, notes=notes)
+  return ImportReport(layout=source_layout, parts=parts, extras=extras, notes=notes)
 
 
 def _belongs_to_other_part(key: str, layout: str, parts: tuple[str, ...]) -> bool:

@@ -2,7 +2,8 @@
 
   workdir:  a pretraining workdir; the newest readable checkpoint's `state.params['encoder']`.
   export:   a `params_io` directory (converter output or an exported encoder).
-  pytorch:  a torch / safetensors checkpoint, through `vicmae_jax.convert` (timm or HF layout).
+  pytorch:  a torch / safetensors checkpoint, through `vicmae_jax.convert` (timm, HF, MAE-ST or
+            VideoMAE layout; training checkpoints too).
 """
 from __future__ import annotations
 
