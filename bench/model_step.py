@@ -45,7 +45,7 @@ def grad_step_fn(cfg):
 def main() -> None:
   parser = argparse.ArgumentParser()
   parser.add_argument("--variant", default="S/16")
-  parser.add_argument("--image-size", type=int, default=224)
+  parser.add_argument("--image_size", "--image-size", type=int, default=224)
   parser.add_argument("--pairs", type=int, default=8)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--dtype", default="float32")
