@@ -103,7 +103,8 @@ class TorchViCMAE(nn.Module):
     return [p for p in self.parameters() if p.requires_grad and id(p) not in skip]
 
   def _heads(self, head: nn.Sequential, feats: torch.Tensor) -> torch.Tensor:
-    # One call per view: BatchNorm normalises each view on its own, as ours (and the released code).
+    # One call per view, as the released code: BatchNorm normalises each view on its own and
+    # updates its running statistics once per view, view 1 first (ours: `layers.BatchNorm`).
     return torch.stack([head(feats[0]), head(feats[1])])
 
   @staticmethod

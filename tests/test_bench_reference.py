@@ -87,6 +87,16 @@ def test_reference_loss_matches_ours(mode):
   assert abs(float(metrics["contrastive_loss"]) - float(contrast)) < 1e-4
   assert abs(float(j_total) - float(total)) < 1e-4
   assert float(contrast) > 0.1  # a non-trivial value, not two zeros agreeing
+  # BatchNorm running statistics: the reference calls each head once per view (two updates), as
+  # the released projector does; ours must end in the same state.
+  heads = [(ref.projector, ours.projector)]
+  if ref.ema:
+    heads += [(ref.predictor, ours.predictor), (ref.target_projector, ours.target.projector)]
+  for t_head, j_head in heads:
+    t_norms = [m for m in t_head if isinstance(m, torch.nn.BatchNorm1d)]
+    for t, j in zip(t_norms, j_head.norms):
+      np.testing.assert_allclose(j.mean[...], t.running_mean.numpy(), rtol=1e-4, atol=1e-5)
+      np.testing.assert_allclose(j.var[...], t.running_var.numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_reference_step_runs_and_updates_target():
@@ -104,3 +114,13 @@ def test_reference_step_runs_and_updates_target():
   torch.testing.assert_close(t_after, m * t_before + (1 - m) * o_after, rtol=1e-5, atol=1e-6)
   # The reference's analytic FLOPs differ from ours only by embedding the masked patches.
   assert torch_vicmae.train_flops_per_pair(cfg) > flops.train_flops_per_pair(cfg)
+
+
+def test_benchmark_ratio_is_taken_per_pair_of_rounds():
+  """`bench/train_step.py` runs each side in its own process, in alternating rounds; the ratio is
+  the PyTorch round's median step time over the adjacent JAX round's."""
+  from bench import train_step as bench_train_step
+  jax_rounds = [[2.0, 2.2, 9.0], [1.0, 1.1, 1.2]]
+  torch_rounds = [[3.0, 3.3, 3.1], [2.4, 2.2, 2.3]]
+  ratios = bench_train_step.round_ratios(jax_rounds, torch_rounds)
+  np.testing.assert_allclose(ratios, [3.1 / 2.2, 2.3 / 1.1])

@@ -259,9 +259,14 @@ def _scan_blocks(blocks: nnx.List, x: jax.Array, remat: bool, policy,
 class BatchNorm(nnx.Module):
   """BatchNorm over axis -2 of [..., N, C]; leading axes are independent groups.
 
-  Callers put one view, or one group of samples (docs/decisions.md, D9), on each leading index. Statistics are
-  float32. As torch's BatchNorm1d: normalise with the biased variance, track the unbiased one in
-  the running average; `momentum` follows Flax's convention (0.9 == torch's 0.1).
+  Callers put one view, or one group of samples (docs/decisions.md, D9), on each leading index.
+  Statistics are float32. As torch's BatchNorm1d: normalise with the biased variance, track the
+  unbiased one in the running average; `momentum` follows Flax's convention (0.9 == torch's 0.1).
+
+  Running statistics: an input of three or more axes, [V, ..., N, C], is V successive calls (the
+  views, in order): each updates the running averages in turn with its own statistics (averaged
+  over the groups between, if any), as the released code's one projector call per view does:
+  after views 1 and 2, r = m^2 r + m (1 - m) s_1 + (1 - m) s_2. A 2-D input is one call.
   """
 
   def __init__(self, features: int, *, momentum: float = 0.9, epsilon: float = 1e-5):
@@ -278,12 +283,17 @@ class BatchNorm(nnx.Module):
       mean = jnp.mean(x32, axis=-2, keepdims=True)
       var = jnp.mean(jnp.square(x32 - mean), axis=-2, keepdims=True)
       n = x.shape[-2]
-      reduce_axes = tuple(range(x.ndim - 1))
-      batch_mean = jnp.mean(mean, axis=reduce_axes)
-      batch_var = jnp.mean(var, axis=reduce_axes) * (n / max(n - 1, 1))
+      calls = x.shape[0] if x.ndim > 2 else 1
+      # [calls, C]: each call's statistics, averaged over its groups; unbiased variance.
+      call_mean = jnp.mean(mean.reshape(calls, -1, x.shape[-1]), axis=1)
+      call_var = jnp.mean(var.reshape(calls, -1, x.shape[-1]), axis=1) * (n / max(n - 1, 1))
       m = self.momentum
-      self.mean[...] = m * self.mean[...] + (1 - m) * jax.lax.stop_gradient(batch_mean)
-      self.var[...] = m * self.var[...] + (1 - m) * jax.lax.stop_gradient(batch_var)
+      running_mean, running_var = self.mean[...], self.var[...]
+      for i in range(calls):
+        running_mean = m * running_mean + (1 - m) * jax.lax.stop_gradient(call_mean[i])
+        running_var = m * running_var + (1 - m) * jax.lax.stop_gradient(call_var[i])
+      self.mean[...] = running_mean
+      self.var[...] = running_var
     else:
       mean, var = self.mean[...], self.var[...]
     y = (x32 - mean) * jax.lax.rsqrt(var + self.epsilon)
@@ -293,7 +303,8 @@ class BatchNorm(nnx.Module):
 class MLPHead(nnx.Module):
   """`hidden_layers` x [Linear, BatchNorm, ReLU], then Linear: the projector/predictor form.
 
-  Input [G, N, C] (G views or groups, each normalised on its own) or [N, C].
+  Input [V, N, C] or [V, G, g, C] (V views, optionally G groups of g samples, each normalised on
+  its own; the views update the running statistics one after another, see `BatchNorm`) or [N, C].
   """
 
   def __init__(self, in_features: int, hidden: int, out_features: int, *, hidden_layers: int,

@@ -97,7 +97,11 @@ class ViCMAE(nnx.Module):
       self.target = TargetBranch(nnx.clone(self.encoder), nnx.clone(self.projector))
 
   def _heads(self, head: MLPHead, feats: jax.Array, train: bool) -> jax.Array:
-    """Runs a projector/predictor on [2, N, C], each view (or group) normalised on its own."""
+    """Runs a projector/predictor on [2, N, C], each view (or group) normalised on its own.
+
+    BatchNorm's running statistics take view 1's and then view 2's statistics, two updates per
+    call as the released code's two projector calls make (`layers.BatchNorm`).
+    """
     shape = feats.shape
     # In a program built for CPU the heads compute in float32 whatever cfg.dtype is: they see one
     # row per image, and a bf16 GEMM there costs more in casting and transposing their 4096-wide
