@@ -449,4 +449,6 @@ if __name__ == "__main__":
     jax.config.update("jax_platforms", "cpu")
   logging.getLogger("jax._src.xla_bridge").setLevel(logging.ERROR)
   _define_flags()
+  from vicmae_jax import paths
+  paths.import_configs_beside(sys.argv)  # configs given by path, from any folder (as main)
   app.run(lambda argv: sys.exit(main(argv)))

@@ -54,22 +54,10 @@ def maybe_initialize_distributed() -> None:
   jax.distributed.initialize(**kwargs)
 
 
-def _import_configs_beside(argv: list[str]) -> None:
-  """Config files import their siblings as `configs.*`; from any working directory, the folder
-  holding a config file's `configs/` package is made importable (the user gave its path)."""
-  for arg in argv:
-    if arg.startswith("--config="):
-      folder = os.path.dirname(os.path.abspath(arg[len("--config="):].split(":")[0]))
-      if os.path.isfile(os.path.join(folder, "__init__.py")):
-        root = os.path.dirname(folder)
-        if root not in sys.path:
-          sys.path.insert(0, root)
-
-
 def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with a `--config.key=value` naming no key of the config said plainly
   (ml_collections raises it as an AttributeError whose message is a repr)."""
-  _import_configs_beside(argv)
+  paths.import_configs_beside(argv)
   try:
     return FLAGS(argv)
   except (AttributeError, KeyError) as e:

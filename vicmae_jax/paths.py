@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -66,3 +67,16 @@ def resolve_source(spec: dict) -> dict:
   if isinstance(out.get("data_dir"), str):
     out["data_dir"] = resolve(out["data_dir"])
   return out
+
+
+def import_configs_beside(argv: list[str]) -> None:
+  """Config files import their siblings as `configs.*`; from any working directory, the folder
+  holding a config file's `configs/` package is made importable (the user gave its path). Every
+  command taking `--config=FILE` calls this before parsing its flags."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      folder = os.path.dirname(os.path.abspath(arg[len("--config="):].split(":")[0]))
+      if os.path.isfile(os.path.join(folder, "__init__.py")):
+        root = os.path.dirname(folder)
+        if root not in sys.path:
+          sys.path.insert(0, root)
