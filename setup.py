@@ -42,6 +42,12 @@ EXTRAS = {
     "parity": ["torch==2.13.0", "transformers>=5.0", "safetensors>=0.4"],
     "tpu": ["jax[tpu]>=0.10.2"],
     "gpu": ["jax[cuda12]>=0.10.2"],
+    # Frame extraction as an Apache Beam pipeline (vicmae_jax/tools/extract_beam.py). 2.77.0 is
+    # the newest Beam that installs beside this stack: it needs protobuf < 7, pillow < 13 and
+    # pyarrow < 26, which the locks in launch/constraints/ hold. `dataflow` adds Beam's GCP
+    # runner for submitting to Dataflow (not used by the tests).
+    "beam": ["apache-beam==2.77.0"],
+    "dataflow": ["apache-beam[gcp]==2.77.0"],
 }
 
 setup(

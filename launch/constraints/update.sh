@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Regenerates the locks in this folder (pip constraints files) from the tested environment.
 #
-#   source venv/bin/activate           # the venv the test suite passed in: .[test,parity,tpu]
+#   source venv/bin/activate           # the venv the test suite passed in: .[test,parity,tpu,beam]
 #   pip install uv==0.13.8             # once; only the resolver is used, nothing is installed
 #   launch/constraints/update.sh [REQUIREMENT...]
 #
-#   cpu.txt  the installed version of everything vicmae_jax[test,parity,tpu] needs (pins.py: the
+#   cpu.txt  the installed version of everything vicmae_jax[test,parity,tpu,beam] needs (pins.py: the
 #            venv's pip freeze without the project and hand-installed tools). CI installs with it.
 #   tpu.txt  cpu.txt plus what `.[tpu]` needs on a TPU VM (Linux x86_64, glibc 2.35), resolved by
 #            `uv pip compile` for that platform under cpu.txt's pins.
@@ -62,9 +62,9 @@ write_lock() {
 }
 
 roots=("$@")
-"$python" "${here}/pins.py" 'vicmae_jax[test,parity,tpu]' "${roots[@]}" > "${tmp}/cpu.pins"
+"$python" "${here}/pins.py" 'vicmae_jax[test,parity,tpu,beam]' "${roots[@]}" > "${tmp}/cpu.pins"
 write_lock cpu.txt "CPU (CI, development)" \
-  'pip install -e ".[test,parity,tpu]" -c launch/constraints/cpu.txt' "${tmp}/cpu.pins"
+  'pip install -e ".[test,parity,tpu,beam]" -c launch/constraints/cpu.txt' "${tmp}/cpu.pins"
 resolve tpu x86_64-manylinux_2_35 > "${tmp}/tpu.pins"
 write_lock tpu.txt "Cloud TPU VMs" \
   'uv pip install -e ".[tpu]" -c launch/constraints/tpu.txt (launch/tpu/setup.sh)' \

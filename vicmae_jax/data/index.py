@@ -34,6 +34,8 @@ class Index:
   labels: tuple[int, ...]
   classes: tuple[str, ...] = ()
   origin: str = ''  # where the index came from, for messages
+  # Rows dropped because their file does not exist (on_missing='skip'): (path, 'file:line').
+  dropped: tuple[tuple[str, str], ...] = ()
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -51,6 +53,7 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
   """rows: (path, label string or '', 'file:line'); checks existence and numbers the labels."""
   if on_missing not in ('error', 'skip'):
     raise ValueError(f"on_missing must be 'error' or 'skip', got {on_missing!r}")
+  dropped: tuple[tuple[str, str], ...] = ()
   if check_exists:
     found = fs.existing(r[0] for r in rows)
     missing = [r for r in rows if r[0] not in found]
@@ -61,6 +64,7 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
       logging.warning('%s: %d of %d files are missing and were dropped, e.g. %s', origin,
                       len(missing), len(rows), missing[0][0])
       gone = {id(r) for r in missing}
+      dropped = tuple((p, where) for p, _, where in missing)
       rows = [r for r in rows if id(r) not in gone]
   if not rows:
     raise IndexFormatError(f'{origin}: no usable entries' + (
@@ -74,7 +78,7 @@ def _finish(rows: list[tuple[str, str, str]], origin: str, on_missing: str,
     ids = {n: i for i, n in enumerate(names)}
     labels = tuple(ids[lab] if lab != '' else -1 for _, lab, _ in rows)
     classes = tuple(names)
-  return Index(tuple(p for p, _, _ in rows), labels, classes, origin)
+  return Index(tuple(p for p, _, _ in rows), labels, classes, origin, dropped)
 
 
 def _confine(rows: list[tuple[str, str, str]], root: str, allow_outside: bool,
