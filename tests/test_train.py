@@ -26,7 +26,7 @@ def _losses(workdir):
 def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
   workdir = tmp_path / "run"
   c = _tiny(tmp_path, 30, **{"profile.start_step": 5, "profile.num_steps": 2})
-  c.knn_eval.update(every_steps=15, batch_size=16,
+  c.knn_eval.update(every_steps=15, batch_size=16, probe_epochs=3,
                     data=dict(kind="toy", toy="color", train_size=32, val_size=24, size=32))
   state = train.train_and_evaluate(c, str(workdir))
   assert int(state.step) == 30
@@ -48,6 +48,7 @@ def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
   knn = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()
          if "knn_mean_top1" in l]  # merged into that step's row: one row per step
   assert [r["step"] for r in knn] == [15, 30] and 0 <= knn[-1]["knn_cls_top1"] <= 100
+  assert 0 <= knn[-1]["probe_mean_top1"] <= 100  # the in-loop linear probe, same features
 
   # A second call finds the finished run and only resumes (no step is repeated).
   again = train.train_and_evaluate(_tiny(tmp_path, 30), str(workdir))

@@ -36,14 +36,19 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class KnnEvalConfig:
-  """In-loop kNN (k = 20, temperature-weighted votes) on a small labelled split every
-  `every_steps` (0: off), so the curves show representation quality as pretraining goes.
-  `data` is a labelled source spec of evaluation/data.py (image_folder, tfds or toy)."""
+  """In-loop readouts on a small labelled split every `every_steps` (0: off), so the curves show
+  representation quality as pretraining goes: kNN (k = 20, temperature-weighted votes) and, with
+  `probe_epochs` > 0, the project's linear probe (MAE's recipe: BatchNorm + linear head, LARS)
+  trained on the same frozen features. `data` is a labelled source spec of evaluation/data.py
+  (image_folder, tfds or toy)."""
 
   every_steps: int = 0
   batch_size: int = 64
   k: int = 20
   temperature: float = 0.07
+  probe_epochs: int = 0            # 0: kNN only
+  probe_batch_size: int = 64       # small splits: several steps per epoch
+  probe_base_lr: float = 0.1       # lr = base_lr x batch / 256 (MAE's linear-probe rule)
   data: dict = dataclasses.field(
       default_factory=lambda: dict(kind="image_folder", train="", val=""))
 

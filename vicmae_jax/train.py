@@ -144,7 +144,7 @@ class _Log(run_lib.Hook):
     if self.knn_every and (step % self.knn_every == 0 or step == self.total):
       scalars = self.knn(state)
       if self.run.lead:
-        logging.info("step %d kNN: %s", step, ", ".join(f"{k} {v:.1f}" for k, v in scalars.items()))
+        logging.info("step %d readouts: %s", step, ", ".join(f"{k} {v:.1f}" for k, v in scalars.items()))
     if not (step % self.every == 0 or step == self.total or scalars):
       return
     scalars.update({k: float(v) for k, v in jax.device_get(metrics).items()})
@@ -169,8 +169,8 @@ def _images_hook(run: run_lib.Run, every: int, total: int, recon_fn, examples) -
 
 
 def _knn_fn(config: PretrainConfig, mesh):
-  """state -> in-loop kNN top-1/top-5 (%) of the online encoder's cls and mean-pooled
-  features (labelled sources built once; every process takes part); None when it is off."""
+  """state -> in-loop kNN (and linear-probe) top-1/top-5 (%) of the online encoder's cls and
+  mean-pooled features (labelled sources built once; every process takes part); None when off."""
   if not config.knn_eval.every_steps:
     return None
   from vicmae_jax.evaluation import data as eval_data, runners
@@ -180,7 +180,9 @@ def _knn_fn(config: PretrainConfig, mesh):
   return lambda state: runners.knn_eval(state.params["encoder"], config.model, train_split,
                                         val_split,
                                         batch_size=kc.batch_size, mesh=mesh, k=kc.k,
-                                        temperature=kc.temperature)
+                                        temperature=kc.temperature, probe_epochs=kc.probe_epochs,
+                                        probe_batch_size=kc.probe_batch_size,
+                                        probe_base_lr=kc.probe_base_lr, seed=config.seed)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:

@@ -88,3 +88,11 @@ def _in_loop_knn(state, cfg):
                          mesh=sharding.make_mesh(), k=20)
   assert set(out) == {"knn_cls_top1", "knn_cls_top5", "knn_mean_top1", "knn_mean_top5"}
   assert out["knn_mean_top1"] > 50  # colour classes: separable even for a barely trained encoder
+  # With probe epochs, the project's linear probe on the same frozen features joins the kNN.
+  both = runners.knn_eval(state.params["encoder"], cfg, ArraySource(imgs, labels, 4),
+                          ArraySource(vimgs, vlabels, 4), batch_size=16,
+                          mesh=sharding.make_mesh(), k=20, probe_epochs=30, probe_batch_size=8)
+  assert {k: both[k] for k in out} == out
+  assert set(both) - set(out) == {"probe_cls_top1", "probe_cls_top5", "probe_mean_top1",
+                                  "probe_mean_top5"}
+  assert both["probe_mean_top1"] > 50

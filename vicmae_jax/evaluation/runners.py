@@ -243,8 +243,11 @@ def extract(config: EvalConfig | ml_collections.ConfigDict, workdir: str) -> dic
 def knn_eval(encoder_params: Any, model_cfg: ModelConfig, train_split: data_lib.LabelledSource,
              val_split: data_lib.LabelledSource, *, batch_size: int, mesh=None, k: int = 20,
              temperature: float = 0.07, readouts: tuple[str, ...] = ("cls", "mean"),
-             crop_pct: float = 0.875, num_classes: int | None = None) -> dict[str, float]:
-  """In-loop kNN of a pretraining encoder: {'knn_cls_top1', 'knn_mean_top1', ...} in percent.
+             crop_pct: float = 0.875, num_classes: int | None = None, probe_epochs: int = 0,
+             probe_batch_size: int = 64, probe_base_lr: float = 0.1,
+             seed: int = 0) -> dict[str, float]:
+  """In-loop kNN of a pretraining encoder: {'knn_cls_top1', 'knn_mean_top1', ...} in percent,
+  and with `probe_epochs` > 0 the linear probe on the same features ({'probe_cls_top1', ...}).
 
   Args:
     encoder_params: the encoder's params, e.g. `state.params['encoder']` of the pretraining
@@ -274,6 +277,12 @@ def knn_eval(encoder_params: Any, model_cfg: ModelConfig, train_split: data_lib.
     m = knn_lib.knn_classify(train[r], train["label"], val[r], val["label"], num_classes=n_cls,
                              k=k, temperature=temperature, name=f"in-loop knn {r}")
     out.update({f"knn_{r}_top1": m["knn_top1"], f"knn_{r}_top5": m["knn_top5"]})
+    if probe_epochs > 0:
+      cfg = linear_probe.ProbeConfig(epochs=probe_epochs, batch_size=probe_batch_size,
+                                     base_lr=probe_base_lr,
+                                     warmup_epochs=min(10, max(probe_epochs // 9, 1)), seed=seed)
+      p = linear_probe.probe((train[r], train["label"]), (val[r], val["label"]), n_cls, cfg)
+      out.update({f"probe_{r}_top1": p["top1"], f"probe_{r}_top5": p["top5"]})
   return out
 
 
