@@ -32,6 +32,7 @@ INSTALL_REQUIRES = [
     "pillow>=10.0",
     "scikit-image>=0.24",  # bundled sample photos for the no-download demo
     "safetensors>=0.4",
+    "matplotlib>=3.8",  # the sweep summary's plot (vicmae_jax/sweep/summary.py)
 ]
 
 EXTRAS = {
