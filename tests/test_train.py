@@ -26,7 +26,7 @@ def _losses(workdir):
 def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
   workdir = tmp_path / "run"
   c = _tiny(tmp_path, 30, **{"profile.start_step": 5, "profile.num_steps": 2})
-  c.knn_eval.update(every_steps=15, batch_size=16, probe_epochs=3,
+  c.knn_eval.update(every_steps=15, batch_size=16, probe_epochs=3, random_control=True,
                     data=dict(kind="toy", toy="color", train_size=32, val_size=24, size=32))
   state = train.train_and_evaluate(c, str(workdir))
   assert int(state.step) == 30
@@ -49,6 +49,9 @@ def test_tiny_run_lowers_the_loss_and_leaves_its_artifacts(tmp_path):
          if "knn_mean_top1" in l]  # merged into that step's row: one row per step
   assert [r["step"] for r in knn] == [15, 30] and 0 <= knn[-1]["knn_cls_top1"] <= 100
   assert 0 <= knn[-1]["probe_mean_top1"] <= 100  # the in-loop linear probe, same features
+  # The random-encoder control is computed once and logged beside every readout.
+  assert knn[0]["random_knn_mean_top1"] == knn[-1]["random_knn_mean_top1"]
+  assert "random_probe_mean_top1" in knn[-1]
 
   # A second call finds the finished run and only resumes (no step is repeated).
   again = train.train_and_evaluate(_tiny(tmp_path, 30), str(workdir))

@@ -49,6 +49,7 @@ class KnnEvalConfig:
   probe_epochs: int = 0            # 0: kNN only
   probe_batch_size: int = 64       # small splits: several steps per epoch
   probe_base_lr: float = 0.1       # lr = base_lr x batch / 256 (MAE's linear-probe rule)
+  random_control: bool = False     # also read out a freshly initialised encoder (once)
   data: dict = dataclasses.field(
       default_factory=lambda: dict(kind="image_folder", train="", val=""))
 

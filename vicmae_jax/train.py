@@ -145,6 +145,10 @@ class _Log(run_lib.Hook):
       scalars = self.knn(state)
       if self.run.lead:
         logging.info("step %d readouts: %s", step, ", ".join(f"{k} {v:.1f}" for k, v in scalars.items()))
+        pairs = [k for k in scalars if f"random_{k}" in scalars and "top1" in k]
+        if pairs:  # the control says what pretraining added
+          logging.info("step %d trained vs random encoder: %s", step, ", ".join(
+              f"{k} {scalars[k]:.1f} vs {scalars['random_' + k]:.1f}" for k in pairs))
     if not (step % self.every == 0 or step == self.total or scalars):
       return
     scalars.update({k: float(v) for k, v in jax.device_get(metrics).items()})
@@ -170,19 +174,34 @@ def _images_hook(run: run_lib.Run, every: int, total: int, recon_fn, examples) -
 
 def _knn_fn(config: PretrainConfig, mesh):
   """state -> in-loop kNN (and linear-probe) top-1/top-5 (%) of the online encoder's cls and
-  mean-pooled features (labelled sources built once; every process takes part); None when off."""
+  mean-pooled features (labelled sources built once; every process takes part); None when off.
+  With `knn_eval.random_control`, the same readouts of a freshly initialised encoder (computed
+  once, logged beside every readout as `random_*`): what the task gives without pretraining."""
   if not config.knn_eval.every_steps:
     return None
   from vicmae_jax.evaluation import data as eval_data, runners
   kc = config.knn_eval
   spec = dict(kc.data)
   train_split, val_split = eval_data.build_source(spec, "train"), eval_data.build_source(spec, "val")
-  return lambda state: runners.knn_eval(state.params["encoder"], config.model, train_split,
-                                        val_split,
-                                        batch_size=kc.batch_size, mesh=mesh, k=kc.k,
-                                        temperature=kc.temperature, probe_epochs=kc.probe_epochs,
-                                        probe_batch_size=kc.probe_batch_size,
-                                        probe_base_lr=kc.probe_base_lr, seed=config.seed)
+  readout = functools.partial(runners.knn_eval, train_split=train_split, val_split=val_split,
+                              model_cfg=config.model, batch_size=kc.batch_size, mesh=mesh,
+                              k=kc.k, temperature=kc.temperature, probe_epochs=kc.probe_epochs,
+                              probe_batch_size=kc.probe_batch_size,
+                              probe_base_lr=kc.probe_base_lr, seed=config.seed)
+  control: dict[str, float] = {}
+
+  def fn(state: TrainState) -> dict[str, float]:
+    out = readout(state.params["encoder"])
+    if kc.random_control:
+      if not control:
+        from flax import nnx
+
+        from vicmae_jax.models.vit import ViTEncoder
+        fresh = ViTEncoder(config.model, rngs=nnx.Rngs(config.seed + 1))
+        control.update({f"random_{k}": v for k, v in readout(nnx.state(fresh, nnx.Param)).items()})
+      out.update(control)
+    return out
+  return fn
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
