@@ -18,10 +18,12 @@ import bisect
 import dataclasses
 import io
 import math
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import av
+import av.video.reformatter
 import numpy as np
 
 from vicmae_jax import fs
@@ -100,6 +102,13 @@ class _RemoteContainer:
       self._file.close()
 
 
+# Opening costs what FFmpeg's stream probing decodes: by default several H.264 frames, to guess
+# the reorder delay (3.1 ms of a 320p pair, 33 ms at 1080p; bench/loaders.py). Probing with no
+# frame decoded and a minimal probe size reads the same headers and gives the same frames (and
+# keeps rotation metadata, which 'nonkey' would drop); 0.2-0.3 ms per open.
+_OPEN_OPTIONS = dict(options={'skip_frame': 'all'}, container_options={'probesize': '32'})
+
+
 def open_video(path: str, threads: int = 1) -> av.container.InputContainer:
   """Opens a video (local or any fs URL), mapping every failure to a counted `BadInput` kind."""
   try:
@@ -115,9 +124,9 @@ def open_video(path: str, threads: int = 1) -> av.container.InputContainer:
       # pair (bench/remote_decode.py). A long video is read by byte ranges instead.
       file = (io.BytesIO(fs.read_bytes(path)) if size <= REMOTE_WHOLE_FILE_BYTES
               else fs.open(path, 'rb'))
-      container = _RemoteContainer(av.open(file, metadata_errors='ignore'), file)
+      container = _RemoteContainer(av.open(file, metadata_errors='ignore', **_OPEN_OPTIONS), file)
     else:
-      container = av.open(path, metadata_errors='ignore')
+      container = av.open(path, metadata_errors='ignore', **_OPEN_OPTIONS)
   except (av.error.FFmpegError, UnicodeDecodeError, ValueError, OSError) as e:
     if file is not None:
       file.close()
@@ -302,7 +311,9 @@ def decode_at_times(container: av.container.InputContainer, times: Sequence[floa
   stream = container.streams.video[0]
   tb = stream.time_base
   order = np.argsort(times, kind='stable')
-  cursor = _Cursor([int(math.floor(times[j] / tb)) for j in order])
+  # The epsilon keeps a time equal to a frame's exact timestamp on that frame (float division
+  # can land a hair below it and return the previous frame).
+  cursor = _Cursor([int(math.floor(float(times[j]) / float(tb) + 1e-6)) for j in order])
   decoder = _ForwardDecoder(container, cursor, skip_nonref)
   margin = int(0.5 / tb)  # mp4 seeks by dts, which trails pts by the B-frame delay
   far = reseek_s / tb
@@ -338,15 +349,29 @@ def _in_request_order(cursor: _Cursor, order: np.ndarray, tb, path: str) -> list
   return out
 
 
+_REFORMATTERS = threading.local()
+
+
+def _reformatter() -> av.video.reformatter.VideoReformatter:
+  """This thread's swscale context: `to_ndarray` builds one per frame (0.5 ms of a 320p frame's
+  0.6), a kept one is reused while the size and format stay the same. One per thread: decode
+  threads of a Grain worker must not share one."""
+  r = getattr(_REFORMATTERS, 'r', None)
+  if r is None:
+    r = _REFORMATTERS.r = av.video.reformatter.VideoReformatter()
+  return r
+
+
 def frame_to_rgb(frame: av.VideoFrame, max_side: int | None = None) -> np.ndarray:
   """HxWx3 uint8 RGB with the display rotation applied; downscaled in swscale if over `max_side`."""
   w, h = frame.width, frame.height
   if max_side and max(w, h) > max_side:
     s = max_side / max(w, h)
-    img = frame.to_ndarray(format='rgb24', width=max(int(w * s), 1), height=max(int(h * s), 1),
-                           interpolation='AREA')
+    img = _reformatter().reformat(frame, format='rgb24', width=max(int(w * s), 1),
+                                  height=max(int(h * s), 1), interpolation='AREA',
+                                  threads=1).to_ndarray()
   else:
-    img = frame.to_ndarray(format='rgb24')
+    img = _reformatter().reformat(frame, format='rgb24', threads=1).to_ndarray()
   quarter = int(round((frame.rotation or 0) / 90)) % 4
   if quarter:
     img = np.ascontiguousarray(np.rot90(img, k=quarter))  # rotation is counterclockwise degrees
