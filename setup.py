@@ -49,6 +49,9 @@ EXTRAS = {
     # runner for submitting to Dataflow (not used by the tests).
     "beam": ["apache-beam==2.77.0"],
     "dataflow": ["apache-beam[gcp]==2.77.0"],
+    # The peers' loaders that bench/loaders.py measures ours against. torchcodec 0.13.0 is the
+    # newest CPU wheel (0.14+ wheels on PyPI are CUDA builds) and needs torch 2.13.
+    "loaders": ["decord==0.6.0", "torchcodec==0.13.0", "torch==2.13.0"],
 }
 
 setup(

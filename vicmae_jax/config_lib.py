@@ -26,8 +26,9 @@ from vicmae_jax.sharding import MeshConfig
 from vicmae_jax.train_step import StepConfig
 
 DATA_DOCS = "docs/data.md"
-# Source kinds whose `path` (and `root`) must exist on local disk (the demo makes its own).
-_FILE_BACKED = tuple(k for k in paths.FILE_KINDS if k != "demo")
+# Source kinds whose `path` (and `root`) must exist on local disk (the demo and the study make
+# their own).
+_FILE_BACKED = tuple(k for k in paths.FILE_KINDS if k not in ("demo", "study"))
 
 
 class ConfigError(ValueError):

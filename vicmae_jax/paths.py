@@ -50,7 +50,7 @@ def resolve_list(paths: str) -> str:
 
 # Source kinds whose `path`, `train` and `val` name files or folders (not TFDS split names).
 FILE_KINDS = ("kinetics_csv", "video_csv", "ssv2", "mit", "video_folder", "image_folder",
-               "image_csv", "frames", "demo")
+               "image_csv", "frames", "demo", "study")
 
 
 def resolve_source(spec: dict) -> dict:

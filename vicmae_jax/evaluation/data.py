@@ -66,7 +66,8 @@ def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
   {'kind': 'image_folder' | 'image_csv', 'train': PATH, 'val': PATH, 'root': ...} (read by
   `data.index.read_split`, the pretraining sources' index readers),
   {'kind': 'tfds', 'name': ..., 'train': 'train', 'val': 'validation', 'data_dir': ...} or
-  {'kind': 'toy', 'toy': 'color' | 'position', 'train_size': N, 'val_size': N}."""
+  {'kind': 'toy', 'toy': 'color' | 'position', 'train_size': N, 'val_size': N} or
+  {'kind': 'study', 'path': ROOT or '', 'data_scale': 1.0} (the study dataset's probe splits)."""
   kind = spec["kind"]
   if kind == "toy":
     from vicmae_jax.evaluation import toy
@@ -74,6 +75,9 @@ def build_source(spec: dict[str, Any], split: str) -> LabelledSource:
     imgs, labels = toy.make_toy(spec.get("toy", "color"), n, num_classes=spec.get("num_classes", 4),
                                 size=spec.get("size", 32), seed=spec.get("seed", 0) + (split != "train"))
     return ArraySource(imgs, labels, spec.get("num_classes", 4))
+  if kind == "study":  # the study dataset's probe splits (data/study_sources.py), made on first use
+    from vicmae_jax.data import study_sources
+    return sources_lib.ImageFileSource(study_sources.labelled_index(spec, split))
   if kind in index_lib.IMAGE_KINDS:
     index = index_lib.read_split(spec, split)
     if any(y < 0 for y in index.labels):

@@ -336,6 +336,16 @@ def summarize(out: str, plan: Plan, seconds: float | None = None,
   return summary
 
 
+def extract_in_process(out: str, idx: index_lib.Index, options: Options) -> dict[str, Any]:
+  """The whole extraction in this process (small datasets the project makes itself: the demo's
+  and the study's clips); the same shards and guarantees as either engine."""
+  plan = make_plan(idx, options)
+  pending = prepare(out, plan)
+  for i in pending:
+    write_shard(out, plan, i)
+  return summarize(out, plan, extra={'engine': 'in_process', 'shards_this_run': len(pending)})
+
+
 class ProgressFile:
   """A shard's running count in OUT/.progress (local folders only: a bucket gets no tiny
   rewrites every few seconds; there the finished shards' stats show the progress)."""
