@@ -61,8 +61,9 @@ def get_config(arg=None):
   c.checkpoint.every_steps = steps // 2
   c.log_every_steps = max(steps // 20, 1)
   c.image_every_steps = steps
-  c.knn_eval.update(every_steps=max(steps // 4, 1), batch_size=100, probe_epochs=30,
-                    probe_batch_size=64, random_control=True,
+  c.knn_eval.update(every_steps=max(steps // 4, 1), batch_size=100, probe_epochs=100,
+                    probe_batch_size=64, probe_base_lr=1.0, probe_optimizer="sgd",
+                    random_control=True,
                     data=dict(kind="study", path=a.data, data_scale=a.data_scale,
                               preset=a.preset))
   for key, value in ARMS[a.arm].items():

@@ -41,7 +41,7 @@ class KnnEvalConfig:
   representation quality as pretraining goes: kNN (k = 20, temperature-weighted votes) and, with
   `probe_epochs` > 0, the project's linear probe (MAE's recipe: BatchNorm + linear head, LARS)
   trained on the same frozen features. `data` is a labelled source spec of evaluation/data.py
-  (image_folder, tfds or toy)."""
+  (image_folder, tfds, toy or study)."""
 
   every_steps: int = 0
   batch_size: int = 64
@@ -49,7 +49,10 @@ class KnnEvalConfig:
   temperature: float = 0.07
   probe_epochs: int = 0            # 0: kNN only
   probe_batch_size: int = 64       # small splits: several steps per epoch
-  probe_base_lr: float = 0.1       # lr = base_lr x batch / 256 (MAE's linear-probe rule)
+  probe_base_lr: float = 1.0       # lr = base_lr x batch / 256 (MAE's linear-probe rule)
+  # MAE's LARS does not move the head in the few hundred steps of a small split (it stays at
+  # chance); SGD with the same head, schedule and momentum does (evaluation/linear_probe.py).
+  probe_optimizer: str = "sgd"
   random_control: bool = False     # also read out a freshly initialised encoder (once)
   data: dict = dataclasses.field(
       default_factory=lambda: dict(kind="image_folder", train="", val=""))

@@ -187,7 +187,8 @@ def _knn_fn(config: PretrainConfig, mesh):
                               model_cfg=config.model, batch_size=kc.batch_size, mesh=mesh,
                               k=kc.k, temperature=kc.temperature, probe_epochs=kc.probe_epochs,
                               probe_batch_size=kc.probe_batch_size,
-                              probe_base_lr=kc.probe_base_lr, seed=config.seed)
+                              probe_base_lr=kc.probe_base_lr,
+                              probe_optimizer=kc.probe_optimizer, seed=config.seed)
   control: dict[str, float] = {}
 
   def fn(state: TrainState) -> dict[str, float]:

@@ -211,3 +211,21 @@ def test_weight_decay_mask_follows_timm():
   mult = layer_decay.layer_multipliers(nnx.to_pure_dict(nnx.state(vid, nnx.Param)), 2, 0.5)
   assert mult["pos_embed_temporal"] == 0.125 and mult["blocks"][1]["mlp"]["fc1"]["kernel"] == 0.5
   assert mult["head"]["kernel"] == 1.0
+
+
+def test_small_split_probe_sgd_learns_where_lars_cannot_move():
+  """Why the in-loop probe uses SGD: on a few hundred steps LARS's trust ratio (0.001 x |w| per
+  unit lr) leaves a std-0.01 head at the chance loss; SGD with the same head and schedule fits."""
+  from vicmae_jax.evaluation import linear_probe
+  rng = np.random.default_rng(0)
+  centres = rng.normal(size=(10, 32)) * 2.0
+  y = rng.integers(0, 10, 600)
+  x = (centres[y] + rng.normal(size=(600, 32))).astype(np.float32)
+  train, val = (x[:400], y[:400]), (x[400:], y[400:])
+  cfg = dict(epochs=30, batch_size=64, base_lr=1.0, warmup_epochs=3)
+  lars = linear_probe.probe(train, val, 10, linear_probe.ProbeConfig(**cfg))
+  sgd = linear_probe.probe(train, val, 10, linear_probe.ProbeConfig(**cfg, optimizer="sgd"))
+  assert lars["train_loss"] > 0.9 * np.log(10) and sgd["train_loss"] < 0.5 * np.log(10)
+  assert sgd["top1"] > 90 and sgd["top1"] > lars["top1"] + 30
+  with pytest.raises(ValueError, match="lars or sgd"):
+    linear_probe.make_lars(linear_probe.ProbeConfig(optimizer="adam"), 10)

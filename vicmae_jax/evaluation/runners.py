@@ -244,8 +244,8 @@ def knn_eval(encoder_params: Any, model_cfg: ModelConfig, train_split: data_lib.
              val_split: data_lib.LabelledSource, *, batch_size: int, mesh=None, k: int = 20,
              temperature: float = 0.07, readouts: tuple[str, ...] = ("cls", "mean"),
              crop_pct: float = 0.875, num_classes: int | None = None, probe_epochs: int = 0,
-             probe_batch_size: int = 64, probe_base_lr: float = 0.1,
-             seed: int = 0) -> dict[str, float]:
+             probe_batch_size: int = 64, probe_base_lr: float = 1.0,
+             probe_optimizer: str = "sgd", seed: int = 0) -> dict[str, float]:
   """In-loop kNN of a pretraining encoder: {'knn_cls_top1', 'knn_mean_top1', ...} in percent,
   and with `probe_epochs` > 0 the linear probe on the same features ({'probe_cls_top1', ...}).
 
@@ -279,7 +279,7 @@ def knn_eval(encoder_params: Any, model_cfg: ModelConfig, train_split: data_lib.
     out.update({f"knn_{r}_top1": m["knn_top1"], f"knn_{r}_top5": m["knn_top5"]})
     if probe_epochs > 0:
       cfg = linear_probe.ProbeConfig(epochs=probe_epochs, batch_size=probe_batch_size,
-                                     base_lr=probe_base_lr,
+                                     base_lr=probe_base_lr, optimizer=probe_optimizer,
                                      warmup_epochs=min(10, max(probe_epochs // 9, 1)), seed=seed)
       p = linear_probe.probe((train[r], train["label"]), (val[r], val["label"]), n_cls, cfg)
       out.update({f"probe_{r}_top1": p["top1"], f"probe_{r}_top5": p["top5"]})
