@@ -127,9 +127,15 @@ def build_sources(config: Any) -> tuple[list[sources_lib.PairSource], list[str],
   srcs, names, weights = [], [], []
   specs = []
   for spec in map(_plain, config.sources):
-    # `demo`: media the project makes itself (clips it encodes, photos scikit-image ships),
-    # written under the spec's path on first use.
-    specs += demo_sources(spec['path']) if spec.get('kind') == 'demo' else [spec]
+    # `demo` and `study`: media the project makes itself (clips it encodes, photos scikit-image
+    # ships), written under the spec's path on first use.
+    if spec.get('kind') == 'demo':
+      specs += demo_sources(spec['path'])
+    elif spec.get('kind') == 'study':
+      from vicmae_jax.data import study_sources
+      specs.append(study_sources.pretrain_source(spec))
+    else:
+      specs.append(spec)
   for n, spec in enumerate(specs):
     src = sources_lib.build_source(spec, sampling=config.pair_sampling,
                                    threads=config.decode_threads, max_side=config.max_side,
@@ -422,10 +428,12 @@ def data_metrics(iterator: PretrainIterator) -> dict[str, float]:
 
 def demo_sources(root: str) -> list[dict[str, Any]]:
   """Source specs of the demo media under `root` (written there first if missing): synthetic
-  H.264 clips plus scikit-image sample photos, no download."""
+  H.264 clips plus scikit-image sample photos, no download. The clips are read as frames
+  pre-extracted from them once (`synthetic.write_demo_data`, every frame kept), the production
+  fast path: a pair is two small JPEG decodes, not an H.264 open, seek and decode."""
   from vicmae_jax.data import synthetic
   paths = synthetic.write_demo_data(root)
-  return [dict(kind='video_folder', path=paths['videos'], weight=1.0, name='demo_videos'),
+  return [dict(kind='frames', path=paths['frames'], weight=1.0, name='demo_videos'),
           dict(kind='image_folder', path=paths['images'], weight=1.0, name='demo_images')]
 
 

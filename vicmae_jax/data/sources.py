@@ -155,7 +155,13 @@ class FrameRecordSource:
       raise BadInput('too_short', header['path'], f'{len(times)} stored frame(s)')
     wanted = video.sample_pair_times(rng, header['start'], header['duration'], header['fps'],
                                      self.sampling, k)
-    nearest = np.abs(wanted[..., None] - times).argmin(-1)  # [k, 2]
+    # With every frame stored (the demo's and the study's shards) a time belongs to the frame
+    # displayed then, [pts, pts + 1/fps): compare with frame centres, which gives online decoding's
+    # exact gaps. With a few frames stored at segment centres (extract_frames' default) the
+    # nearest stored time is the segment holding it.
+    frame_s = 1.0 / max(float(header['fps']), 1e-6)
+    dense = np.median(np.diff(times)) <= 1.5 * frame_s
+    nearest = np.abs(wanted[..., None] - (times + 0.5 * frame_s * dense)).argmin(-1)  # [k, 2]
     same = nearest[:, 0] == nearest[:, 1]
     nearest[same, 1] = np.minimum(nearest[same, 1] + 1, len(times) - 1)  # keep two distinct frames
     nearest[same & (nearest[:, 1] == nearest[:, 0]), 0] -= 1

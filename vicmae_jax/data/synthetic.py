@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import fractions
 import io
+import logging
 import os
+import shutil
+import time
 from collections.abc import Sequence
 
 import av
@@ -160,10 +163,16 @@ def image_bytes(kind: str, *, size: tuple[int, int] = (80, 60), seed: int = 0) -
 
 
 def write_demo_data(root: str, *, num_videos: int = 6, num_frames: int = 48, fps: int = 24,
-                    width: int = 96, height: int = 64) -> dict[str, str]:
+                    width: int = 96, height: int = 64, frames: bool = True) -> dict[str, str]:
   """Writes a tiny fully-local dataset: H.264 clips in class folders plus scikit-image sample photos.
 
-  Returns {'videos': folder of clips, 'images': folder of JPEGs}; existing files are reused.
+  With `frames` (the default) the clips are then decoded once, every frame kept, into the
+  pre-extracted format the `frames` source reads (ArrayRecord shards of JPEG frames written by
+  `vicmae_jax.tools.extract_frames`, the production fast path): a pair is then two small JPEG
+  decodes, not an H.264 open, seek and decode per example.
+
+  Returns {'videos': folder of clips, 'images': folder of JPEGs} and, with `frames`,
+  'frames': folder of frame shards; existing files and folders are reused.
   """
   from skimage import data as skdata  # imported lazily: only the demo needs it
 
@@ -189,4 +198,44 @@ def write_demo_data(root: str, *, num_videos: int = 6, num_frames: int = 48, fps
       tmp = os.path.join(partial, f'{os.getpid()}_{name}.jpg')
       Image.fromarray(arr).save(tmp, 'JPEG', quality=90)
       os.replace(tmp, path)
-  return {'videos': videos, 'images': images}
+  out = {'videos': videos, 'images': images}
+  if frames:
+    out['frames'] = extract_demo_frames(videos, os.path.join(root, 'frames'), partial,
+                                        frames_per_video=num_frames, expected=num_videos)
+  return out
+
+
+def extract_demo_frames(videos: str, out: str, partial: str, *, frames_per_video: int,
+                        expected: int) -> str:
+  """Pre-extracts the demo clips into `out` once (a folder that exists is complete and reused).
+
+  Every frame is kept (`frames_per_video` = the clips' length) at its own size, so the frames
+  source's pair sampling lands on exact frames: `fixed_gap` pairs are `gap` frames apart, as when
+  decoding the clips. The shards are written under a per-process name in `partial` and the folder
+  is renamed into place whole: concurrent processes never see a partial one, the first rename
+  wins and the others discard theirs.
+  """
+  if os.path.isdir(out):
+    return out
+  from vicmae_jax.data import index as index_lib  # lazy: only the demo media need them
+  from vicmae_jax.tools import extraction
+
+  tmp = os.path.join(partial, f'{os.getpid()}_frames')
+  shutil.rmtree(tmp, ignore_errors=True)  # left by a killed process that had this pid
+  start = time.time()
+  # In this process (no pool to start): the same shards `extract_frames` writes.
+  summary = extraction.extract_in_process(
+      tmp, index_lib.read_index(dict(kind='video_folder', path=videos)),
+      extraction.Options(frames_per_video=frames_per_video, short_side=0))
+  if summary.get('written') != expected:
+    raise RuntimeError(f'demo frames: {summary.get("written")} of {expected} clips extracted '
+                       f'({summary})')
+  try:
+    os.rename(tmp, out)
+  except OSError:
+    if not os.path.isdir(out):
+      raise
+    shutil.rmtree(tmp, ignore_errors=True)  # another process's complete copy is already there
+  logging.info('demo media: %d clips pre-extracted to %s in %.1f s (once; reused from now on)',
+               expected, out, time.time() - start)
+  return out
