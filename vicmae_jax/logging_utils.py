@@ -268,3 +268,9 @@ def progress_line(step: int, total: int, scalars: Mapping[str, float]) -> str:
           f"lr {scalars['learning_rate']:.2e} | {scalars.get('images_per_s', 0):.1f} img/s "
           f"{util} data {100 * scalars.get('data_wait_fraction', 0):.0f}% | "
           f"ETA {eta * 60:.1f} min")
+
+
+def duration(seconds: float) -> str:
+  """`4m05s`, `1h02m03s`: elapsed times and ETAs of the progress lines of tools and sweeps."""
+  s = int(round(seconds))
+  return f"{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

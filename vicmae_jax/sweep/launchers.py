@@ -10,15 +10,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from vicmae_jax import fs
+from vicmae_jax import fs, logging_utils
 from vicmae_jax.sweep.members import Member
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-
-def _hms(seconds: float) -> str:
-  s = int(round(seconds))
-  return f'{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
 
 
 def run_local(members: Sequence[Member], config_file: str, root: str, *, parallel: int = 1,
@@ -52,10 +48,10 @@ def run_local(members: Sequence[Member], config_file: str, root: str, *, paralle
       done[0] += 1
       elapsed = time.monotonic() - start
       left = len(members) - done[0]
-      eta = _hms(elapsed / done[0] * left) if left else '0m00s'
+      eta = logging_utils.duration(elapsed / done[0] * left) if left else '0m00s'
       status = 'done' if rc == 0 else f'FAILED (exit {rc}; see {fs.join(workdir, "sweep.log")})'
       log(f'sweep: [{done[0]}/{len(members)}] {member.name} {status} in '
-          f'{_hms(time.monotonic() - t0)}; {left} to go, ETA {eta}')
+          f'{logging_utils.duration(time.monotonic() - t0)}; {left} to go, ETA {eta}')
 
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     list(pool.map(one, members))

@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from vicmae_jax import fs
+from vicmae_jax import fs, logging_utils
 from vicmae_jax.data import index as index_lib, records, video
 from vicmae_jax.data.badinput import BadInput
 
@@ -401,10 +401,10 @@ class Watcher:
     done, bad = self.count()
     elapsed = time.monotonic() - self._start
     rate = done / elapsed if elapsed > 0 else 0.0
-    eta = f'{_hms((self.total - done) / rate)}' if rate > 0 else '?'
+    eta = f'{logging_utils.duration((self.total - done) / rate)}' if rate > 0 else '?'
     pct = 100.0 * done / self.total if self.total else 100.0
     return (f'extract: {done}/{self.total} videos ({pct:.1f}%), {rate:.2f} videos/s, '
-            f'{bad} bad, elapsed {_hms(elapsed)}, ETA {eta}')
+            f'{bad} bad, elapsed {logging_utils.duration(elapsed)}, ETA {eta}')
 
   def _loop(self) -> None:
     while not self._stop.wait(self.every_s):
@@ -426,7 +426,3 @@ class Watcher:
       import shutil
       shutil.rmtree(os.path.join(self.out, PROGRESS_DIR), ignore_errors=True)
 
-
-def _hms(seconds: float) -> str:
-  s = int(round(seconds))
-  return f'{s // 3600}h{s // 60 % 60:02d}m{s % 60:02d}s' if s >= 3600 else f'{s // 60}m{s % 60:02d}s'
