@@ -125,3 +125,34 @@ def test_progress_line_counts_finished_and_running_shards(tmp_path):
   assert line.startswith('extract: 3/3 videos (100.0%)') and ', 1 bad,' in line
   assert 'videos/s' in line and 'ETA' in line
   json.loads((tmp_path / 'out' / 'stats-00000.json').read_text())
+
+
+def test_output_of_the_earlier_layout_is_continued(tmp_path):
+  """Shards written before plans and stats files existed (report-IIIII.tsv beside them) are
+  adopted when the shard count matches: counted from their records, their reports kept."""
+  idx = _index(str(tmp_path / 'v'), n=3)
+  out = str(tmp_path / 'out')
+  args = ['--kind', 'video_folder', '--path', str(tmp_path / 'v'), '--out', out,
+          '--frames_per_video', '4', '--videos_per_shard', '2', '--workers', '1']
+  first = extract_frames.main(args)
+  for name in ('extract_plan.json', 'stats-00000.json', 'stats-00001.json', 'summary.json'):
+    os.remove(os.path.join(out, name))
+  (tmp_path / 'out' / 'report-00001.tsv').write_text('/x/old.mp4\tempty\t\n')
+  again = extract_frames.main(args)
+  assert again['shards_this_run'] == 0 and again['written'] == first['written'] == 3
+  assert again['frames'] == first['frames'] and again['bytes'] == first['bytes']
+  assert again['bad'] == {'empty': 1}  # the old report's line, kept
+  assert len(idx) == 3
+  other = ['--kind', 'video_folder', '--path', str(tmp_path / 'v'), '--out', out,
+           '--videos_per_shard', '1', '--workers', '1']
+  os.remove(os.path.join(out, 'extract_plan.json'))
+  with pytest.raises(ValueError, match='holds shards of another run'):
+    extract_frames.main(other)
+
+
+def test_the_beam_engine_without_beam_says_how_to_install_it(tmp_path, monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, 'vicmae_jax.tools.extract_beam', None)
+  with pytest.raises(SystemExit, match=r'pip install -e "\.\[beam\]"'):
+    extract_frames.main(['--kind', 'video_folder', '--path', str(tmp_path), '--out',
+                         str(tmp_path / 'out'), '--engine', 'beam'])
