@@ -16,21 +16,23 @@ def test_cpu_peak_is_measured_in_the_compute_dtype(dtype):
 
 
 def test_matmul_peak_takes_the_best_size(monkeypatch):
-  """The peak is the fastest size's rate: a slow size must not drag it down."""
-  calls = []
+  """The peak is the fastest size's rate: a slow size must not drag it down. A fake clock makes
+  each size's time exact (a real one made this test flaky on a busy machine)."""
+  calls, clock = [], [0.0]
   real = logging_utils.peak_matmul
+  cost = {64: 1.0, 256: 1e-3}  # seconds per call: 64 is slow, 256 fast
 
-  def slow_for_small(a, b):
+  def timed(a, b):
     calls.append(a.shape[0])
-    if a.shape[0] == 64:
-      time.sleep(0.02)  # 64^3 in >= 20 ms is < 30 MFLOP/s, far below any CPU's 256^3 rate
+    clock[0] += cost[a.shape[0]]
     return real(a, b)
 
-  monkeypatch.setattr(logging_utils, "peak_matmul", slow_for_small)
+  monkeypatch.setattr(logging_utils, "peak_matmul", timed)
+  monkeypatch.setattr(logging_utils.time, "perf_counter", lambda: clock[0])
   both = logging_utils.measure_matmul_peak("float32", sizes=(64, 256), reps=2)
   assert sorted(set(calls)) == [64, 256] and calls.count(64) == 3  # one warm-up + 2 timed
-  assert both > 2 * 64**3 / 0.02
-  assert both == pytest.approx(logging_utils.measure_matmul_peak("float32", (256,), 2), rel=0.9)
+  assert both == pytest.approx(2 * 256**3 / 1e-3)
+  assert logging_utils.measure_matmul_peak("float32", (64,), 2) == pytest.approx(2 * 64**3 / 1.0)
 
 
 def test_throughput_rates_and_mfu():
