@@ -152,7 +152,12 @@ def test_output_of_the_earlier_layout_is_continued(tmp_path):
 
 def test_the_beam_engine_without_beam_says_how_to_install_it(tmp_path, monkeypatch):
   import sys
+
+  import vicmae_jax.tools
+  # As if Beam were absent: the module cannot be imported (and is not already an attribute of
+  # the package, as it is once another test imported it).
   monkeypatch.setitem(sys.modules, 'vicmae_jax.tools.extract_beam', None)
+  monkeypatch.delattr(vicmae_jax.tools, 'extract_beam', raising=False)
   with pytest.raises(SystemExit, match=r'pip install -e "\.\[beam\]"'):
     extract_frames.main(['--kind', 'video_folder', '--path', str(tmp_path), '--out',
                          str(tmp_path / 'out'), '--engine', 'beam'])
