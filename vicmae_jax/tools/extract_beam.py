@@ -25,17 +25,10 @@ import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from vicmae_jax import fs
 from vicmae_jax.tools import extraction
 
 NAMESPACE = 'extract_frames'
-_PLANS: dict[str, extraction.Plan] = {}  # per worker process: the plan is read once
-
-
-def load_plan(out: str) -> extraction.Plan:
-  if out not in _PLANS:
-    _PLANS[out] = extraction.Plan.from_json(fs.read_text(fs.join(out, extraction.PLAN)))
-  return _PLANS[out]
+load_plan = extraction.load_plan
 
 
 class ExtractShard(beam.DoFn):
@@ -50,7 +43,7 @@ class ExtractShard(beam.DoFn):
     self.shard_seconds = Metrics.distribution(NAMESPACE, 'shard_seconds')
 
   def setup(self) -> None:
-    self.plan = load_plan(self.out)
+    self.plan = load_plan(self.out, self.fingerprint)
     if self.plan.fingerprint() != self.fingerprint:  # OUT was reused while the job was queued
       raise RuntimeError(f'{self.out}/{extraction.PLAN} changed after the job was submitted')
 

@@ -55,17 +55,8 @@ def read_index(kind: str, path: str, root: str | None, labels: str | None,
 def _pool_shard(job: tuple[str, int]) -> extraction.ShardStats:
   """One shard in a pool worker (the plan is read once per worker process)."""
   out, i = job
-  plan = _worker_plan(out)
+  plan = extraction.load_plan(out)
   return extraction.write_shard(out, plan, i, tick=extraction.ProgressFile(out, i))
-
-
-_PLAN: dict[str, extraction.Plan] = {}
-
-
-def _worker_plan(out: str) -> extraction.Plan:
-  if out not in _PLAN:
-    _PLAN[out] = extraction.Plan.from_json(fs.read_text(fs.join(out, extraction.PLAN)))
-  return _PLAN[out]
 
 
 def run_pool(out: str, plan: extraction.Plan, pending: list[int], workers: int) -> dict:

@@ -93,6 +93,16 @@ class Plan:
                tuple(tuple(m) for m in d.get('missing', ())))
 
 
+_PLANS: dict[str, Plan] = {}  # per process (pool or Beam worker): each plan is read once
+
+
+def load_plan(out: str, fingerprint: str | None = None) -> Plan:
+  """OUT's plan, read once per process (again if it is not the plan `fingerprint` names)."""
+  if out not in _PLANS or (fingerprint and _PLANS[out].fingerprint() != fingerprint):
+    _PLANS[out] = Plan.from_json(fs.read_text(fs.join(out, PLAN)))
+  return _PLANS[out]
+
+
 def make_plan(idx: index_lib.Index, options: Options) -> Plan:
   return Plan(tuple(idx.paths), tuple(int(x) for x in idx.labels), options, tuple(idx.dropped))
 
