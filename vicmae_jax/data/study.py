@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2   # 2: background scenes cut along a clip; hue turns, saturation and value drift
 CLASS_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 SPLITS = ('videos', 'images', 'probe_train', 'probe_val')
 # Seed-sequence words of the four random streams (never reuse a number for another split).
@@ -91,13 +91,17 @@ class StudyDataSpec:
   # Colour of the object.
   saturation: tuple[float, float] = (0.3, 1.0)
   value: tuple[float, float] = (0.3, 1.0)
-  hue_drift: float = 0.08                              # hue drifts +-this (fraction of the circle)
+  hue_drift: float = 0.08                              # hue wobbles +-this (fraction of the circle)...
+  hue_turns: tuple[float, float] = (0.5, 1.0)         # ...around a turn of this many circles per clip
+  colour_drift: bool = True                            # saturation, value drift over their ranges
   outline_width: tuple[float, float] = (0.012, 0.03)  # contrasting outline / frame
   # Background: a bundled photo, cropped, panning and zooming.
   backgrounds: tuple[str, ...] = DEFAULT_BACKGROUNDS
   background_scale: float = 3.0                        # photo short side / frame side
   background_zoom: tuple[float, float] = (1.0, 2.0)   # photo px per frame px, drifting
   background_pan: tuple[float, float] = (0.5, 1.5)    # frame sides per clip
+  background_scenes: int = 4                           # independent photo windows along a clip...
+  background_fade: float = 0.08                        # ...crossfading over this fraction of it
   # Lighting of the whole frame.
   brightness: float = 0.15                             # offset in [-b, b], drifting
   contrast: tuple[float, float] = (0.6, 1.2)          # drifting
@@ -182,7 +186,17 @@ PRESETS: dict[str, StudyDataSpec] = {
         slant=(-0.05, 0.15), glyph_warp=0.02, scale=(0.6, 0.9), rotation_deg=15.0,
         backgrounds=SMOOTH_BACKGROUNDS, background_zoom=(0.5, 1.0), brightness=0.1,
         contrast=(0.8, 1.1), gamma=(0.8, 1.25), light_gradient=0.15, white_balance=0.05,
-        occluder_size=(0.1, 0.2)),
+        occluder_size=(0.1, 0.2), videos_per_class=100, images_per_class=100),
+    # The study's preset (configs/study.py, docs/study.md): 'easy''s glyph, upright (no rotation)
+    # and 0.7-0.9 of the frame, on the smooth photos magnified 5-10x (soft colour fields that pan,
+    # zoom and cut to another photo along the clip), with a 4x larger pretraining set. Colour,
+    # position, background scenes, lighting and the occluder change as in every preset.
+    'smooth': StudyDataSpec(
+        glyph_styles=('sans',), stroke_width=(0.14, 0.2), glyph_aspect=(0.6, 0.8),
+        slant=(-0.05, 0.15), glyph_warp=0.02, scale=(0.7, 0.9), rotation_deg=0.0,
+        backgrounds=SMOOTH_BACKGROUNDS, background_zoom=(0.1, 0.2), brightness=0.1,
+        contrast=(0.8, 1.1), gamma=(0.8, 1.25), light_gradient=0.15, white_balance=0.05,
+        occluder_size=(0.1, 0.2), videos_per_class=100, images_per_class=100),
     # Between the two: the two regular styles (round and straight strokes), +-25 deg, height
     # 0.5-0.9, all 14 photos but less zoomed out, lighting and occluder between the two.
     'medium': StudyDataSpec(
@@ -441,24 +455,19 @@ def _sample_params(spec: StudyDataSpec, rng: np.random.Generator, class_id: int)
   p['geom'] = _drift(rng, spec, 4)
   # Colour: hue (drifting), saturation, value; a contrasting outline.
   p['hue'] = rng.uniform()
+  p['hue_turn'] = rng.uniform(*spec.hue_turns) * rng.choice([-1.0, 1.0])
   p['sat'] = rng.uniform(*spec.saturation)
   p['val'] = rng.uniform(*spec.value)
   p['hue_drift'] = _drift(rng, spec, 1)
-  fill = _hsv(p['hue'], p['sat'], p['val'])
-  lum = float(fill @ np.array([0.299, 0.587, 0.114], np.float32))
-  if lum > 0.45:
-    p['outline'] = _hsv(rng.uniform(), rng.uniform(0, 1), rng.uniform(0, 0.2))
-  else:
-    p['outline'] = _hsv(rng.uniform(), rng.uniform(0, 0.4), rng.uniform(0.8, 1.0))
+  p['sv_drift'] = _drift(rng, spec, 2)
+  # A contrasting outline: dark where the fill is bright, light where it is dark (per frame).
+  p['outline_dark'] = _hsv(rng.uniform(), rng.uniform(0, 1), rng.uniform(0, 0.2))
+  p['outline_light'] = _hsv(rng.uniform(), rng.uniform(0, 0.4), rng.uniform(0.8, 1.0))
   p['outline_w'] = rng.uniform(*spec.outline_width) * spec.size
-  # Background.
-  p['bg'] = int(rng.integers(len(spec.backgrounds)))
-  p['bg_flip'] = bool(rng.integers(2))
-  p['bg_perm'] = rng.permutation(3)
-  p['bg_start'] = rng.uniform(0, 2, 2)
-  ang = rng.uniform(0, 2 * np.pi)
-  p['bg_pan'] = rng.uniform(*spec.background_pan) * np.array([np.cos(ang), np.sin(ang)])
-  p['bg_zoom'] = _drift(rng, spec, 1)
+  # Background: independent photo windows (scenes), one after another along the clip.
+  k = spec.background_scenes
+  p['scenes'] = [_sample_scene(spec, rng) for _ in range(k + 1 if k > 1 else 1)]
+  p['scene_offset'] = rng.uniform()
   # Lighting: brightness, contrast, gamma, gradient strength, white balance x3.
   p['light'] = _drift(rng, spec, 7)
   p['light_angle'] = rng.uniform(0, 2 * np.pi)
@@ -475,6 +484,54 @@ def _sample_params(spec: StudyDataSpec, rng: np.random.Generator, class_id: int)
   p['occ_speed'] = rng.uniform(*spec.occluder_speed)
   p['occ_offset'] = rng.uniform(-spec.occluder_offset, spec.occluder_offset)
   return p
+
+
+def _sample_scene(spec: StudyDataSpec, rng: np.random.Generator) -> dict:
+  """One background window: a photo (flipped, channels permuted), where it starts, its pan and
+  its zoom drift."""
+  ang = rng.uniform(0, 2 * np.pi)
+  return {'bg': int(rng.integers(len(spec.backgrounds))), 'flip': bool(rng.integers(2)),
+          'perm': rng.permutation(3), 'start': rng.uniform(0, 2, 2),
+          'pan': rng.uniform(*spec.background_pan) * np.array([np.cos(ang), np.sin(ang)]),
+          'zoom': _drift(rng, spec, 1)}
+
+
+def scene_weights(spec: StudyDataSpec, offset: float, tau: np.ndarray) -> np.ndarray:
+  """Weights [scenes, T] of a clip's background scenes at clip times tau (fraction of the clip).
+
+  With K = `background_scenes` > 1 the clip cuts to a new scene every 1/K of its length, at a
+  random phase `offset` (in [0, 1) of a scene), so it shows parts of K + 1 scenes; each cut is a
+  linear crossfade over `background_fade` of the clip. Two frames more than 1/K + fade apart never
+  share a scene. K = 1: one scene throughout.
+  """
+  k = spec.background_scenes
+  if k <= 1:
+    return np.ones((1, len(tau)))
+  pos = tau * k + 1 - offset                  # in [1 - offset, k + 1 - offset): scene coordinate
+  fade = max(spec.background_fade * k, 1e-6)  # in scene units
+  w = np.stack([np.clip((pos - i) / fade + 0.5, 0, 1) - np.clip((pos - i - 1) / fade + 0.5, 0, 1)
+                for i in range(k + 1)])
+  w[0] += np.clip(0.5 - pos / fade, 0, 1)     # no scene before the first
+  w[k] += np.clip((pos - k - 1) / fade + 0.5, 0, 1)  # nor after the last
+  return w / np.maximum(w.sum(0, keepdims=True), 1e-9)
+
+
+def _render_scene(spec: StudyDataSpec, scene: dict, tau: np.ndarray, rel_x: np.ndarray,
+                  rel_y: np.ndarray) -> np.ndarray:
+  """A window on the scene's photo that pans (bouncing off its edges) and zooms: [T, H, W, 3]."""
+  size = spec.size
+  photo = _background_photos(tuple(spec.backgrounds),
+                             int(round(spec.background_scale * size)))[scene['bg']]
+  if scene['flip']:
+    photo = photo[:, ::-1]
+  photo = photo[..., scene['perm']]
+  zoom = _lerp(spec.background_zoom, _eval_drift(scene['zoom'], tau)[0])[:, None]  # [T, 1]
+  span = np.maximum(np.array([photo.shape[1], photo.shape[0]]) - zoom * size, 0)  # [T, 2]
+  u = scene['start'] + scene['pan'] * size * tau[:, None] / np.maximum(span, 1)
+  centre = zoom * size / 2 + _triangle(u) * span
+  centre, zoom = centre.astype(np.float32), zoom.astype(np.float32)
+  return _bilinear(photo, centre[:, 0, None, None] + zoom[:, :, None] * rel_x,
+                   centre[:, 1, None, None] + zoom[:, :, None] * rel_y)
 
 
 def _segment_distance(px: np.ndarray, py: np.ndarray, seg: np.ndarray) -> np.ndarray:
@@ -498,19 +555,14 @@ def _render(spec: StudyDataSpec, p: dict, tau: np.ndarray, noise_rng: np.random.
   t3 = tau[:, None, None]
   grid_y, grid_x = np.mgrid[0:size, 0:size].astype(np.float32) + 0.5
   rel_x, rel_y = grid_x - size / 2, grid_y - size / 2
-  # Background: a window on the photo that pans (bouncing off its edges) and zooms.
-  photo = _background_photos(tuple(spec.backgrounds),
-                             int(round(spec.background_scale * size)))[p['bg']]
-  if p['bg_flip']:
-    photo = photo[:, ::-1]
-  photo = photo[..., p['bg_perm']]
-  zoom = _lerp(spec.background_zoom, _eval_drift(p['bg_zoom'], tau)[0])[:, None]  # [T, 1]
-  span = np.maximum(np.array([photo.shape[1], photo.shape[0]]) - zoom * size, 0)  # [T, 2]
-  u = p['bg_start'] + p['bg_pan'] * size * tau[:, None] / np.maximum(span, 1)
-  centre = zoom * size / 2 + _triangle(u) * span
-  centre, zoom = centre.astype(np.float32), zoom.astype(np.float32)
-  img = _bilinear(photo, centre[:, 0, None, None] + zoom[:, :, None] * rel_x,
-                  centre[:, 1, None, None] + zoom[:, :, None] * rel_y)  # [T, H, W, 3]
+  # Background: the scenes, crossfading where the clip cuts from one to the next.
+  weights = scene_weights(spec, p['scene_offset'], tau)
+  img = np.zeros((n, size, size, 3), np.float32)
+  for scene, w in zip(p['scenes'], weights):
+    on = w > 0
+    if on.any():
+      img[on] += w[on, None, None, None].astype(np.float32) * _render_scene(
+          spec, scene, tau[on], rel_x, rel_y)
   # Glyph: a distance field to its segments (in its bounding box only), fill and outline.
   g = _eval_drift(p['geom'], tau)
   scale = _lerp(spec.scale, g[0]) * size
@@ -528,9 +580,17 @@ def _render(spec: StudyDataSpec, p: dict, tau: np.ndarray, noise_rng: np.random.
       dist = dist.reshape(hi[1] - lo[1], hi[0] - lo[0])
       fill[i][box] = np.clip(r_fill - dist + 0.5, 0, 1)
       outl[i][box] = np.clip(r_out - dist + 0.5, 0, 1)
-  hue = p['hue'] + spec.hue_drift * _eval_drift(p['hue_drift'], tau)[0]
-  colour = np.stack([_hsv(h, p['sat'], p['val']) for h in hue])[:, None, None]  # [T, 1, 1, 3]
-  img = img * (1 - outl[..., None]) + p['outline'] * outl[..., None]
+  hue = p['hue'] + p['hue_turn'] * tau + spec.hue_drift * _eval_drift(p['hue_drift'], tau)[0]
+  if spec.colour_drift:
+    sv = _eval_drift(p['sv_drift'], tau)
+    sat, val = _lerp(spec.saturation, sv[0]), _lerp(spec.value, sv[1])
+  else:
+    sat, val = np.full(n, p['sat']), np.full(n, p['val'])
+  rgb = np.stack([_hsv(h, s_, v) for h, s_, v in zip(hue, sat, val)])  # [T, 3]
+  lum = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+  outline = np.where((lum > 0.45)[:, None], p['outline_dark'], p['outline_light'])
+  colour = rgb[:, None, None].astype(np.float32)  # [T, 1, 1, 3]
+  img = img * (1 - outl[..., None]) + outline[:, None, None].astype(np.float32) * outl[..., None]
   img = img * (1 - fill[..., None]) + colour.astype(np.float32) * fill[..., None]
   # Occluder: crosses the glyph's path, at tau0 over the glyph centre of that moment.
   t0 = p['occ_tau0']
