@@ -18,7 +18,7 @@ STEPS = 24
 
 def _command(workdir: Path, media: Path) -> list[str]:
   return [sys.executable, "-m", "vicmae_jax.main",
-          f"--config=configs/demo.py:steps={STEPS},batch=8,image_size=32,media={media}",
+          f"--config=configs/demo.py:data=clips,steps={STEPS},batch=8,image_size=32,media={media}",
           f"--workdir={workdir}", "--config.model.depth=1", "--config.model.width=32",
           "--config.model.mlp_dim=64", "--config.model.decoder_depth=1",
           "--config.model.decoder_width=32", "--config.model.projector_hidden=64",

@@ -60,7 +60,7 @@ def test_every_input_key_is_settable_in_a_recipe_and_typos_fail_validation():
 
 def test_input_config_resolves_demo_paths_without_writing(tmp_path):
   import configs.demo as demo
-  c = demo.get_config()
+  c = demo.get_config("data=clips")
   cfg = config_lib.input_config(c, str(tmp_path))
   assert cfg.sources[0]["path"] == str(tmp_path / "demo_data")
   assert cfg.image_size == c.model.image_size

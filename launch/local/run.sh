@@ -4,7 +4,7 @@
 # checkpoint, agreeing on preemption) run anywhere, without a pod or a cluster.
 #
 #   launch/local/run.sh N [-- MAIN_ARGS...]
-#   launch/local/run.sh 2 -- --config=configs/demo.py:steps=20 --workdir=/tmp/vicmae_2proc
+#   launch/local/run.sh 2 -- --config=configs/demo.py:data=clips,steps=20 --workdir=/tmp/vicmae_2proc
 #
 # Environment (defaults in brackets):
 #   DEVICES_PER_PROCESS [4]   fake CPU devices per process (--xla_force_host_platform_device_count)

@@ -42,7 +42,7 @@ def test_demo_video_pairs_are_frames_of_the_clips_24_apart(tmp_path):
   specs = pipeline.demo_sources(str(tmp_path))
   assert [(s['kind'], s['name']) for s in specs] == [('frames', 'demo_videos'),
                                                      ('image_folder', 'demo_images')]
-  sampling = InputConfig.of(dict(pair_sampling=demo.get_config().input.pair_sampling.to_dict())
+  sampling = InputConfig.of(dict(pair_sampling=demo.get_config('data=clips').input.pair_sampling.to_dict())
                             ).pair_sampling
   assert (sampling.mode, sampling.gap, sampling.unit) == ('fixed_gap', 24, 'frames')
   src = sources.build_source(specs[0], sampling=sampling)

@@ -60,7 +60,7 @@ def test_bad_process_count(fakes):
 
 TOTAL_STEPS = 12
 TINY = [
-    f"--config=configs/demo.py:steps={TOTAL_STEPS},batch=16,image_size=32",
+    f"--config=configs/demo.py:data=clips,steps={TOTAL_STEPS},batch=16,image_size=32",
     "--config.model.depth=1", "--config.model.width=32", "--config.model.heads=2",
     "--config.model.mlp_dim=64", "--config.model.decoder_width=16",
     "--config.model.decoder_depth=1", "--config.model.decoder_heads=2",

@@ -9,7 +9,7 @@ from vicmae_jax.sweep import hyper  # noqa: E402
 
 
 def get_config(arg=None):
-  c = demo.get_config("steps=2,batch=8,image_size=32")
+  c = demo.get_config("data=clips,steps=2,batch=8,image_size=32")
   c.checkpoint.every_steps = 2
   c.log_every_steps = 1
   c.image_every_steps = 0
