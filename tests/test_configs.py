@@ -275,3 +275,23 @@ def test_tiny_variants_agree(name):
   this = _flatten(load(name, "tiny").to_dict())
   differ = {k for k in set(trained) | set(this) if trained.get(k) != this.get(k)}
   assert differ <= {"model.remat"}, differ
+
+
+def test_demo_is_the_study_base_arm_and_clips_the_fast_demo():
+  """The default demo pretrains the study's base arm on the study data and reads it out against
+  a random encoder; `data=clips` is the seconds-fast demo on the generated clips."""
+  from configs import demo, study
+  d, s = demo.get_config(), study.get_config("arm=vicmae,seed=0")
+  assert [dict(x)["kind"] for x in d.input.sources] == ["study", "study"]
+  assert [dict(x)["part"] for x in d.input.sources] == ["videos", "images"]
+  for key in ("model", "loss", "ema", "optim"):
+    assert d[key].to_dict() == s[key].to_dict(), key
+  assert d.input.pair_sampling.to_dict() == s.input.pair_sampling.to_dict()
+  assert d.knn_eval.random_control and d.knn_eval.probe_epochs > 0
+  assert d.knn_eval.data.to_dict() == s.knn_eval.data.to_dict()
+  assert d.total_steps // d.knn_eval.every_steps == 3          # readouts at 300, 600, 900
+  clips = demo.get_config("data=clips")
+  assert [dict(x) for x in clips.input.sources] == [dict(kind="demo", path="")]
+  assert clips.knn_eval.data.kind == "toy" and not clips.knn_eval.random_control
+  with pytest.raises(ValueError, match="data must be one of"):
+    demo.get_config("data=cifar")

@@ -85,6 +85,27 @@ def test_summary_of_partial_and_pending_members(tmp_path):
   assert "png" in written
 
 
+def test_summary_curves_per_readout_with_the_random_control(tmp_path):
+  """Arms' mean ± std at every readout step, and the random-encoder control's mean as the last
+  row of that table (and a dashed line in the plot)."""
+  ms = members.from_dicts([{"name": f"{g}-s{i}", "group": g} for g in ("x", "y") for i in (0, 1)])
+  values = {"x-s0": (10, 20), "x-s1": (14, 24), "y-s0": (12, 12), "y-s1": (12, 14)}
+  for name, (v5, v10) in values.items():
+    os.makedirs(tmp_path / name)
+    (tmp_path / name / "metrics.jsonl").write_text("".join(
+        f'{{"step": {s}, "probe_cls_top1": {v}, "random_probe_cls_top1": {11 if name < "y" else 13}}}\n'
+        for s, v in ((5, v5), (10, v10))))
+  results = summary.collect(str(tmp_path), ms, {m.name: 10 for m in ms})
+  table = summary.curves_markdown(results, "probe_cls_top1")
+  assert table.splitlines()[0] == "| arm | step 5 | step 10 |"
+  assert "| x | 12.0 ± 2.8 | 22.0 ± 2.8 |" in table and "| y | 12.0 ± 0.0 | 13.0 ± 1.4 |" in table
+  assert table.splitlines()[-1].endswith("| 12.0 | 12.0 |") and "random encoder" in table
+  assert summary.control_mean(results, "knn_cls_top1") is None
+  written = summary.write(str(tmp_path), results, ["probe_cls_top1"], "probe_cls_top1")
+  assert "## probe_cls_top1 at every readout" in open(written["md"]).read()
+  assert open(written["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 def test_slurm_array_script_renders_and_passes_shellcheck(tmp_path, capsys):
   root = str(tmp_path / "sweep")
   assert sweep_main.main([f"--config={TINY}:two_seeds", f"--workdir={root}", "--launcher=slurm",

@@ -117,22 +117,57 @@ def groups_markdown(results: Sequence[Result], metrics: Sequence[str]) -> str:
   return '\n'.join(lines) + '\n'
 
 
+def _arm_curve(rs: Sequence[Result], metric: str) -> tuple[list[int], list[tuple[float, float]], int]:
+  """Steps every finished seed read `metric` at, (mean, std) there, and the seed count."""
+  curves = [c for c in (r.curve(metric) for r in rs if r.finished) if c]
+  if not curves:
+    return [], [], 0
+  steps = sorted(set.intersection(*(set(c) for c in curves)))
+  return steps, [_mean_std([c[s] for c in curves]) for s in steps], len(curves)
+
+
+def control_mean(results: Sequence[Result], metric: str) -> float | None:
+  """The mean over finished members of `random_<metric>` (the random-encoder control), if any."""
+  vals = [v for v in (r.final(f'random_{metric}') for r in results if r.finished) if v is not None]
+  return sum(vals) / len(vals) if vals else None
+
+
+def curves_markdown(results: Sequence[Result], metric: str) -> str:
+  """One row per arm: mean ± std over finished seeds of `metric` at every readout step."""
+  arms = {name: _arm_curve(rs, metric) for name, rs in groups(results).items()}
+  steps = sorted({s for st, _, _ in arms.values() for s in st})
+  if not steps:
+    return ''
+  lines = ['| arm | ' + ' | '.join(f'step {s}' for s in steps) + ' |',
+           '|---|' + '---|' * len(steps)]
+  for name, (st, stats, _) in arms.items():
+    at = dict(zip(st, stats))
+    lines.append(f'| {name} | ' + ' | '.join(
+        f'{at[s][0]:.1f} ± {at[s][1]:.1f}' if s in at else '' for s in steps) + ' |')
+  control = control_mean(results, metric)
+  if control is not None:
+    lines.append(f'| random encoder (`random_{metric}`, all members) | '
+                 + ' | '.join(f'{control:.1f}' for _ in steps) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
 def plot(results: Sequence[Result], metric: str, path: str, title: str = '') -> None:
-  """Metric vs step per arm: the mean over finished seeds, error bars one std (PNG)."""
+  """Metric vs step per arm: the mean over finished seeds, error bars one std (PNG), and the
+  random-encoder control (`random_<metric>`, mean over members) as a dashed line if logged."""
   import matplotlib
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(8, 5), dpi=120)
   for name, rs in groups(results).items():
-    curves = [r.curve(metric) for r in rs if r.finished]
-    curves = [c for c in curves if c]
-    if not curves:
+    steps, stats, n = _arm_curve(rs, metric)
+    if not n:
       continue
-    steps = sorted(set.intersection(*(set(c) for c in curves)))
-    stats = [_mean_std([c[s] for c in curves]) for s in steps]
     ax.errorbar(steps, [m for m, _ in stats], yerr=[s for _, s in stats], marker='o', ms=3,
-                capsize=3, label=f'{name} (n={len(curves)})')
+                capsize=3, label=f'{name} (n={n})')
+  control = control_mean(results, metric)
+  if control is not None:
+    ax.axhline(control, color='0.4', ls='--', lw=1, label='random encoder (mean)')
   ax.set_xlabel('pretraining step')
   ax.set_ylabel(metric)
   ax.set_title(title or metric)
@@ -157,12 +192,16 @@ def write(root: str, results: Sequence[Result], metrics: Sequence[str] | None = 
   done = sum(r.finished for r in results)
   md = [f'# {title or "Sweep summary"}', '',
         f'{done} of {len(results)} members finished. Final values; arms: mean ± std over seeds.',
-        '', groups_markdown(results, metrics), '## Members', '',
+        '', groups_markdown(results, metrics)]
+  plot_metric = plot_metric or metrics[0]
+  curves = curves_markdown(results, plot_metric)
+  if curves:
+    md += [f'## {plot_metric} at every readout', '', 'Mean ± std over finished seeds.', '', curves]
+  md += ['## Members', '',
         '| ' + ' | '.join(next(csv.reader([table.splitlines()[0]]))) + ' |',
         '|' + '---|' * (5 + len(metrics))]
   md += ['| ' + ' | '.join(row) + ' |' for row in csv.reader(table.splitlines()[1:])]
   fs.write_text(out['md'], '\n'.join(md) + '\n')
-  plot_metric = plot_metric or metrics[0]
   if any(r.curve(plot_metric) for r in results if r.finished):
     out['png'] = fs.join(root, 'summary.png')
     plot(results, plot_metric, out['png'], title)
