@@ -176,29 +176,27 @@ SMOOTH_BACKGROUNDS = ('astronaut', 'chelsea', 'coffee', 'rocket', 'retina', 'moo
 # ('medium') and 0.76 ('easy') while raw pixels, colour and pixel kNN stay at chance. Measured:
 # at the study's compute (4-block ViT, 300 steps) the base arm does not beat a random encoder on
 # 'easy' either; docs/study_data.md, "Presets and calibration", has every measurement.
+# One clean style with thick strokes, a large glyph that varies 1.5x instead of 2x, +-15 deg,
+# smooth photos magnified (blurred) instead of textures, a small occluder, mild lighting, and a
+# 4x larger pretraining set. Colour (hue, saturation, value) and position drift as in 'default'.
+_EASY = StudyDataSpec(
+    glyph_styles=('sans',), stroke_width=(0.14, 0.2), glyph_aspect=(0.6, 0.8),
+    slant=(-0.05, 0.15), glyph_warp=0.02, scale=(0.6, 0.9), rotation_deg=15.0,
+    backgrounds=SMOOTH_BACKGROUNDS, background_zoom=(0.5, 1.0), brightness=0.1,
+    contrast=(0.8, 1.1), gamma=(0.8, 1.25), light_gradient=0.15, white_balance=0.05,
+    occluder_size=(0.1, 0.2), videos_per_class=100, images_per_class=100)
+
 PRESETS: dict[str, StudyDataSpec] = {
     'default': StudyDataSpec(),
-    # One clean style with thick strokes, a large glyph that varies 1.5x instead of 2x, +-15 deg,
-    # smooth photos magnified (blurred) instead of textures, a small occluder, mild lighting.
-    # Colour (hue, saturation, value) and position drift exactly as in 'default'.
-    'easy': StudyDataSpec(
-        glyph_styles=('sans',), stroke_width=(0.14, 0.2), glyph_aspect=(0.6, 0.8),
-        slant=(-0.05, 0.15), glyph_warp=0.02, scale=(0.6, 0.9), rotation_deg=15.0,
-        backgrounds=SMOOTH_BACKGROUNDS, background_zoom=(0.5, 1.0), brightness=0.1,
-        contrast=(0.8, 1.1), gamma=(0.8, 1.25), light_gradient=0.15, white_balance=0.05,
-        occluder_size=(0.1, 0.2), videos_per_class=100, images_per_class=100),
-    # The study's preset (configs/study.py, docs/study.md): 'easy''s glyph, upright (no rotation)
-    # and 0.7-0.9 of the frame, on the smooth photos magnified 5-10x (soft colour fields that pan,
-    # zoom and cut to another photo along the clip), with a 4x larger pretraining set. Colour,
-    # position, background scenes, lighting and the occluder change as in every preset.
-    'smooth': StudyDataSpec(
-        glyph_styles=('sans',), stroke_width=(0.14, 0.2), glyph_aspect=(0.6, 0.8),
-        slant=(-0.05, 0.15), glyph_warp=0.02, scale=(0.7, 0.9), rotation_deg=0.0,
-        backgrounds=SMOOTH_BACKGROUNDS, background_zoom=(0.1, 0.2), brightness=0.1,
-        contrast=(0.8, 1.1), gamma=(0.8, 1.25), light_gradient=0.15, white_balance=0.05,
-        occluder_size=(0.1, 0.2), videos_per_class=100, images_per_class=100),
-    # Between the two: the two regular styles (round and straight strokes), +-25 deg, height
-    # 0.5-0.9, all 14 photos but less zoomed out, lighting and occluder between the two.
+    'easy': _EASY,
+    # The study's and the demo's preset (configs/study.py, docs/study.md): 'easy''s glyph upright
+    # (no rotation) and 0.7-0.9 of the frame, on the smooth photos magnified 5-10x (soft colour
+    # fields that pan, zoom and cut to another photo along the clip). Colour, position,
+    # background scenes, lighting and the occluder change as in every preset.
+    'smooth': dataclasses.replace(_EASY, scale=(0.7, 0.9), rotation_deg=0.0,
+                                  background_zoom=(0.1, 0.2)),
+    # Between 'default' and 'easy': the two regular styles (round and straight strokes), +-25 deg,
+    # height 0.5-0.9, all 14 photos but less zoomed out, lighting and occluder between the two.
     'medium': StudyDataSpec(
         glyph_styles=('sans', 'segment'), stroke_width=(0.11, 0.18), glyph_aspect=(0.55, 0.8),
         slant=(-0.1, 0.25), glyph_warp=0.03, scale=(0.5, 0.9), rotation_deg=25.0,
