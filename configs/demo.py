@@ -7,7 +7,8 @@ occluder change over time (distant frame pairs: one frame from each half of a cl
 still images (two augmented views each), mixed in every batch. On first use the dataset is made
 (~90 s, cached under ~/.cache/vicmae_jax per spec, shared with the study) and its clips are
 pre-extracted into ArrayRecord frame shards (every frame kept). A ViT with patch 8 at 32 px
-(16 tokens) trains 900 steps of 64 pairs in about two minutes on 2 cores. At steps 300, 600 and
+(16 tokens) trains 900 steps of 64 pairs in about 2-3 minutes on 2 cores, readouts included (plus
+the ~90 s the first time). At steps 300, 600 and
 900 the log prints kNN and linear-probe accuracy on the held-out labelled digits, beside the same
 readouts of a freshly initialised encoder ("trained vs random encoder").
 
@@ -20,8 +21,8 @@ ships, pre-extracted the same way under WORKDIR/demo_data; its in-loop kNN is a 
   python -m vicmae_jax.main --config=configs/demo.py:data=clips,steps=50 --workdir=/tmp/vicmae_quick
 
 Arguments (after a colon, comma-separated): steps, batch, image_size, data (study | clips), media
-(a folder for the generated data; default: the study's cache folder, or WORKDIR/demo_data for
-clips).
+(a folder for the generated data; default: the study's cache folder ~/.cache/vicmae_jax/..., or
+WORKDIR/demo_data for clips; set it where the home folder is not writable).
 """
 from configs import common
 

@@ -126,7 +126,7 @@ def test_distant_frames_share_only_the_object():
     mean_rgb = [clip[t][inside[t]].astype(float).mean(0) for t in (0, 1, spec.frames - 1)]
     hue_gap.append((np.abs(mean_rgb[0] - mean_rgb[1]).max(), np.abs(mean_rgb[0] - mean_rgb[2]).max()))
   near, far = np.array(hue_gap).T
-  assert near.max() < 25 and far.mean() > 3 * near.mean(), (near, far)
+  assert near.max() < 35 and far.mean() > 3 * near.mean(), (near, far)
   # With one scene the clip keeps one background window throughout.
   one = study.scene_weights(dataclasses.replace(spec, background_scenes=1), 0.5, tau)
   np.testing.assert_array_equal(one, np.ones((1, spec.frames)))
@@ -278,7 +278,7 @@ KEPT_AS_DEFAULT = ('num_classes', 'size', 'frames', 'fps', 'probe_train_per_clas
 
 def test_presets_default_is_the_documented_spec_and_nuisances_stay():
   assert study.PRESETS['default'] == study.StudyDataSpec()
-  assert {'default', 'easy', 'medium'} <= set(study.PRESETS)
+  assert {'default', 'easy', 'medium', 'smooth'} <= set(study.PRESETS)
   default = study.StudyDataSpec()
   for name, spec in study.PRESETS.items():
     assert isinstance(spec, study.StudyDataSpec), name
@@ -286,7 +286,7 @@ def test_presets_default_is_the_documented_spec_and_nuisances_stay():
       assert getattr(spec, field) == getattr(default, field), (name, field)
     # Scale, rotation, background and lighting still change over time; the occluder is there.
     # ('smooth', the study's preset, keeps the glyph upright: the one nuisance it drops.)
-    assert spec.scale[1] - spec.scale[0] >= 0.2, name
+    assert spec.scale[1] - spec.scale[0] >= 0.2 - 1e-9, name
     assert spec.rotation_deg >= 10 or name == 'smooth', name
     assert spec.videos_per_class >= 24 and spec.images_per_class >= 24, name
     assert len(spec.backgrounds) >= 4 and spec.background_zoom[1] > spec.background_zoom[0], name

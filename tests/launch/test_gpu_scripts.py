@@ -5,7 +5,7 @@ import re
 
 from conftest import REPO
 
-MAIN_ARGS = ["--config=configs/demo.py:steps=3", "--workdir=/shared/my runs/vicmae",
+MAIN_ARGS = ["--config=configs/demo.py:data=clips,steps=3", "--workdir=/shared/my runs/vicmae",
              "--config.note=it's $HOME"]
 SLURM = dict(SLURM_JOB_ID="4242", SLURM_NNODES="2", SLURM_NTASKS="16",
              SLURM_SUBMIT_DIR=str(REPO))

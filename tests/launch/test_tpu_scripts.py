@@ -17,7 +17,7 @@ ZONE = "europe-west4-a"
 NAME = "vicmae-test"
 COMMON = ["--name", NAME, "--zone", ZONE]
 # Arguments that break naive quoting: spaces, a quote, a dollar sign, a glob.
-MAIN_ARGS = ["--config=configs/demo.py:steps=3", "--workdir=gs://my bucket/runs/a run",
+MAIN_ARGS = ["--config=configs/demo.py:data=clips,steps=3", "--workdir=gs://my bucket/runs/a run",
              "--config.note=it's $HOME and *"]
 
 
