@@ -65,3 +65,13 @@ def test_input_config_resolves_demo_paths_without_writing(tmp_path):
   assert cfg.sources[0]["path"] == str(tmp_path / "demo_data")
   assert cfg.image_size == c.model.image_size
   assert not (tmp_path / "demo_data").exists()  # the pipeline makes the media, not the config
+
+
+def test_a_mistyped_probe_optimizer_is_refused_before_training():
+  """The in-loop probe first runs at the first readout, steps into training: its optimizer is
+  checked with the rest of the config, at start-up."""
+  import configs.demo as demo
+  c = demo.get_config("data=clips")
+  c.knn_eval.probe_optimizer = "adam"
+  with pytest.raises(config_lib.ConfigError, match="probe_optimizer"):
+    config_lib.validate(c, device_count=8)

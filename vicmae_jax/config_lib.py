@@ -39,9 +39,9 @@ class ConfigError(ValueError):
 class KnnEvalConfig:
   """In-loop readouts on a small labelled split every `every_steps` (0: off), so the curves show
   representation quality as pretraining goes: kNN (k = 20, temperature-weighted votes) and, with
-  `probe_epochs` > 0, the project's linear probe (MAE's recipe: BatchNorm + linear head, LARS)
-  trained on the same frozen features. `data` is a labelled source spec of evaluation/data.py
-  (image_folder, tfds, toy or study)."""
+  `probe_epochs` > 0, the project's linear probe (BatchNorm + linear head; SGD by default, MAE's
+  LARS with probe_optimizer="lars") trained on the same frozen features. `data` is a labelled
+  source spec of evaluation/data.py (image_folder, tfds, toy or study)."""
 
   every_steps: int = 0
   batch_size: int = 64
@@ -56,6 +56,12 @@ class KnnEvalConfig:
   random_control: bool = False     # also read out a freshly initialised encoder (once)
   data: dict = dataclasses.field(
       default_factory=lambda: dict(kind="image_folder", train="", val=""))
+
+  def __post_init__(self):
+    # Checked here, at start-up: the probe first runs at the first readout, steps into training.
+    from vicmae_jax.evaluation import linear_probe
+    typed_config.check(**{f"probe_optimizer in {linear_probe.OPTIMIZERS}":
+                          self.probe_optimizer in linear_probe.OPTIMIZERS})
 
 
 @dataclasses.dataclass(frozen=True)

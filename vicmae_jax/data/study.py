@@ -43,7 +43,8 @@ from typing import Any
 
 import numpy as np
 
-GENERATOR_VERSION = 2   # 2: background scenes cut along a clip; hue turns, saturation and value drift
+# 2: background scenes cut along a clip; the hue turns; saturation and value drift.
+GENERATOR_VERSION = 2
 CLASS_NAMES = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine')
 SPLITS = ('videos', 'images', 'probe_train', 'probe_val')
 # Seed-sequence words of the four random streams (never reuse a number for another split).
@@ -91,9 +92,10 @@ class StudyDataSpec:
   # Colour of the object.
   saturation: tuple[float, float] = (0.3, 1.0)
   value: tuple[float, float] = (0.3, 1.0)
-  hue_drift: float = 0.08                              # hue wobbles +-this (fraction of the circle)...
-  hue_turns: tuple[float, float] = (0.5, 1.0)         # ...around a turn of this many circles per clip
-                                                       # (near 1 the hue comes back; s, v still drift)
+  # The hue wobbles +-hue_drift (fraction of the circle) around a turn of hue_turns circles per
+  # clip (near 1 the hue comes back; saturation and value still drift).
+  hue_drift: float = 0.08
+  hue_turns: tuple[float, float] = (0.5, 1.0)
   colour_drift: bool = True                            # saturation, value drift over their ranges
   outline_width: tuple[float, float] = (0.012, 0.03)  # contrasting outline / frame
   # Background: a bundled photo, cropped, panning and zooming.
@@ -596,7 +598,7 @@ def _render(spec: StudyDataSpec, p: dict, tau: np.ndarray, noise_rng: np.random.
   outline = np.where((lum > 0.45)[:, None], p['outline_dark'], p['outline_light'])
   colour = rgb[:, None, None].astype(np.float32)  # [T, 1, 1, 3]
   img = img * (1 - outl[..., None]) + outline[:, None, None].astype(np.float32) * outl[..., None]
-  img = img * (1 - fill[..., None]) + colour.astype(np.float32) * fill[..., None]
+  img = img * (1 - fill[..., None]) + colour * fill[..., None]
   # Occluder: crosses the glyph's path, at tau0 over the glyph centre of that moment.
   t0 = p['occ_tau0']
   c0 = _place_glyph(spec, p, _eval_drift(p['geom'], np.array([t0]))[:, 0]).reshape(-1, 2)

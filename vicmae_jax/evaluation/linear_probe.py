@@ -21,6 +21,7 @@ import optax
 from vicmae_jax import optim
 
 BN_EPS = 1e-6
+OPTIMIZERS = ("lars", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,11 @@ class ProbeConfig:
   # its norm per step, so on a split of a few thousand images (a few hundred steps) it stays at
   # chance; the in-loop probe of small splits uses "sgd".
   optimizer: str = "lars"
+
+  def __post_init__(self):
+    if self.optimizer not in OPTIMIZERS:
+      raise ValueError(f"probe optimizer must be {' or '.join(OPTIMIZERS)}, "
+                       f"got {self.optimizer!r}")
 
 
 def init_head(key: jax.Array, dim: int, num_classes: int) -> tuple[dict, dict]:
@@ -70,8 +76,6 @@ def make_lars(cfg: ProbeConfig, steps_per_epoch: int) -> tuple[optax.GradientTra
   steps = optim.schedule(steps_per_epoch, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs)
   sched = optim.learning_rate_schedule(optim.peak_learning_rate(cfg.base_lr, cfg.batch_size),
                                        steps.total_steps, steps.warmup_steps)
-  if cfg.optimizer not in ("lars", "sgd"):
-    raise ValueError(f"probe optimizer must be lars or sgd, got {cfg.optimizer!r}")
   mask = lambda p: jax.tree.map(lambda x: x.ndim > 1, p)  # noqa: E731 - MAE's LARS exclusions
   no_trust = lambda p: jax.tree.map(lambda x: False, p)  # noqa: E731
   tx = optax.lars(sched, weight_decay=cfg.weight_decay, weight_decay_mask=mask,

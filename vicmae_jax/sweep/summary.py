@@ -117,7 +117,8 @@ def groups_markdown(results: Sequence[Result], metrics: Sequence[str]) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _arm_curve(rs: Sequence[Result], metric: str) -> tuple[list[int], list[tuple[float, float]], int]:
+def _arm_curve(rs: Sequence[Result], metric: str
+               ) -> tuple[list[int], list[tuple[float, float]], int]:
   """Steps every finished seed read `metric` at, (mean, std) there, and the seed count."""
   curves = [c for c in (r.curve(metric) for r in rs if r.finished) if c]
   if not curves:
